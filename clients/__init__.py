@@ -1,0 +1,1 @@
+"""Clients for the Sensorium server (webcam, microphone, and a shared library)."""

@@ -1,0 +1,43 @@
+"""The ASGI app: routes and a lifespan that starts the runtime (models load in the background)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from .runtime import Runtime
+from .session import Session
+from .settings import Settings
+
+
+def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None) -> Starlette:
+    """Build the app. ``on_fatal`` is told when start-up fails (the CLI uses it to exit)."""
+    runtime = Runtime(settings, on_fatal=on_fatal)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    async def health(request: Request) -> JSONResponse:
+        body = runtime.health()
+        return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
+
+    async def stream(websocket: WebSocket) -> None:
+        await Session(websocket, runtime).run()
+
+    app = Starlette(
+        routes=[Route("/health", health), WebSocketRoute("/ws", stream)],
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    return app

@@ -1,0 +1,94 @@
+"""Audio, Sans-I/O: PCM bytes to mono float samples, resampling, and sliding windows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import soxr
+
+from .protocol import AudioChunk, ErrorCode, ProtocolError
+
+_SAMPLE_WIDTH = {"int16": 2, "float32": 4}
+
+
+def decode_pcm(chunk: AudioChunk, max_seconds: float) -> np.ndarray:
+    """Interleaved little-endian PCM to mono float32 in [-1, 1]."""
+    frame_bytes = _SAMPLE_WIDTH[chunk.dtype] * chunk.channels
+    if len(chunk.data) % frame_bytes:
+        raise ProtocolError(
+            ErrorCode.BAD_AUDIO,
+            f"{len(chunk.data)} bytes is not a whole number of {chunk.channels}-channel {chunk.dtype} frames",
+            chunk.seq,
+        )
+    frames = len(chunk.data) // frame_bytes
+    if frames > max_seconds * chunk.sample_rate:
+        raise ProtocolError(
+            ErrorCode.TOO_LARGE,
+            f"audio chunk is {frames / chunk.sample_rate:.2f} s; the limit is {max_seconds} s",
+            chunk.seq,
+        )
+    if chunk.dtype == "int16":
+        samples = np.frombuffer(chunk.data, dtype="<i2").astype(np.float32) / 32768.0
+    else:
+        samples = np.frombuffer(chunk.data, dtype="<f4").astype(np.float32)
+        if not np.isfinite(samples).all():
+            raise ProtocolError(ErrorCode.BAD_AUDIO, "float32 audio contains NaN or infinity", chunk.seq)
+        np.clip(samples, -1.0, 1.0, out=samples)
+    if chunk.channels > 1:
+        samples = samples.reshape(frames, chunk.channels).mean(axis=1, dtype=np.float32)
+    return samples
+
+
+@dataclass(frozen=True)
+class Window:
+    """A stretch of audio due for classification."""
+
+    samples: np.ndarray  # mono float32 at ``rate``
+    rate: int
+    seq: int  # of the newest chunk in the window
+    ts: float
+    skipped: int  # hops that passed without their own window (the chunk spanned several)
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / self.rate
+
+
+class WindowBuffer:
+    """Per-stream audio buffer at a fixed rate that emits a window every hop.
+
+    Chunks may arrive at any rate; a streaming resampler keeps the phase across chunk
+    boundaries, so a stream resampled chunk by chunk matches one resampled whole.
+    """
+
+    def __init__(self, rate: int, window_s: float, hop_s: float) -> None:
+        self.rate = rate
+        self.window_samples = round(window_s * rate)
+        self.hop_samples = round(hop_s * rate)
+        self._buffer = np.zeros(0, dtype=np.float32)
+        self._since_last_window = 0
+        self._input_rate: int | None = None
+        self._resampler: soxr.ResampleStream | None = None
+
+    def push(self, samples: np.ndarray, sample_rate: int, seq: int, ts: float) -> Window | None:
+        """Add mono samples at ``sample_rate``; return a window when a hop has passed."""
+        resampled = self._resample(samples, sample_rate)
+        self._buffer = np.concatenate([self._buffer, resampled])[-self.window_samples :]
+        self._since_last_window += len(resampled)
+        hops = self._since_last_window // self.hop_samples
+        if hops == 0:
+            return None
+        self._since_last_window -= hops * self.hop_samples
+        return Window(samples=self._buffer.copy(), rate=self.rate, seq=seq, ts=ts, skipped=hops - 1)
+
+    def _resample(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:
+        if sample_rate == self.rate:
+            self._input_rate = sample_rate
+            self._resampler = None
+            return samples.astype(np.float32, copy=False)
+        if self._resampler is None or self._input_rate != sample_rate:
+            self._resampler = soxr.ResampleStream(sample_rate, self.rate, 1, dtype="float32", quality="HQ")
+            self._input_rate = sample_rate
+        out: np.ndarray = self._resampler.resample_chunk(samples.astype(np.float32, copy=False))
+        return out

@@ -1,0 +1,95 @@
+"""Audio: CLAP through transformers (laion's checkpoints on the hub, or a save_pretrained folder)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from .hub import ModelUnavailable, cache_location, hub_is_offline
+
+TEXT_BATCH = 256
+
+
+def needs_hub(model_id: str) -> bool:
+    return not os.path.isdir(model_id)
+
+
+class ClapEncoder:
+    modality = "audio"
+
+    def __init__(self, model: Any, processor: Any, name: str, device: str) -> None:
+        self.model = model
+        self.processor = processor
+        self.name = name
+        self.device = device
+        self.dtype = next(model.parameters()).dtype
+        self.identity = f"clap:{name}:{self.dtype}"
+        self.sample_rate = int(processor.feature_extractor.sampling_rate)
+        # Unfused checkpoints take one mel view; the extractor's "fusion" default makes four and crashes them.
+        self.truncation = "fusion" if model.config.audio_config.enable_fusion else "rand_trunc"
+        self.logit_scale = float(model.logit_scale_a.exp().item())
+
+    @classmethod
+    def load(cls, model_id: str, device: str) -> ClapEncoder:
+        from transformers import ClapModel, ClapProcessor
+
+        dtype = torch.float16 if device == "cuda" else torch.float32
+        try:
+            processor = ClapProcessor.from_pretrained(model_id)
+            model = ClapModel.from_pretrained(model_id, dtype=dtype)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ModelUnavailable(_explain_failure(model_id, exc)) from exc
+        model.to(device).eval()
+        return cls(model, processor, name=model_id, device=device)
+
+    def prepare(self, inputs: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        features = self.processor.feature_extractor(
+            inputs, sampling_rate=self.sample_rate, truncation=self.truncation, return_tensors="pt"
+        )
+        return dict(features)
+
+    @torch.inference_mode()
+    def encode(self, prepared: dict[str, torch.Tensor]) -> np.ndarray:
+        inputs = {
+            key: value.to(self.device, self.dtype) if value.is_floating_point() else value.to(self.device)
+            for key, value in prepared.items()
+        }
+        return _pooled(self.model.get_audio_features(**inputs)).float().cpu().numpy()
+
+    @torch.inference_mode()
+    def encode_text(self, prompts: list[str]) -> np.ndarray:
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        out = np.empty((len(prompts), 0), dtype=np.float32)
+        for start in range(0, len(prompts), TEXT_BATCH):
+            index = order[start : start + TEXT_BATCH]
+            # Pad to the chunk's longest prompt, not to the tokenizer's 77: attention masks make it exact.
+            tokens = self.processor.tokenizer(
+                [prompts[i] for i in index], padding="longest", truncation=True, return_tensors="pt"
+            ).to(self.device)
+            chunk = _pooled(self.model.get_text_features(**tokens)).float().cpu().numpy()
+            if out.shape[1] == 0:
+                out = np.empty((len(prompts), chunk.shape[1]), dtype=np.float32)
+            out[index] = chunk
+        return out
+
+
+def _pooled(output: Any) -> torch.Tensor:
+    # transformers 5 returns an output object whose pooler_output is the normalized projection.
+    tensor = output if isinstance(output, torch.Tensor) else output.pooler_output
+    return torch.nn.functional.normalize(tensor, dim=-1)
+
+
+def _explain_failure(model_id: str, exc: Exception) -> str:
+    if os.path.isdir(model_id):
+        hint = "the folder needs what ClapModel.save_pretrained and ClapProcessor.save_pretrained write"
+    elif hub_is_offline():
+        hint = (
+            f"it is not in the local cache ({cache_location()}) and the hub is offline or unreachable. "
+            "Point --audio-model at a local folder written by save_pretrained (model and processor)"
+        )
+    else:
+        hint = "check the hub id (for example laion/clap-htsat-unfused)"
+    return f"cannot load audio model {model_id!r}: {hint}. Cause: {exc}"

@@ -1,0 +1,133 @@
+"""Images: CLIP through open_clip (built-in names with a pretrained tag or file, hf-hub:, local-dir:)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .hub import ModelUnavailable, cache_location, hub_is_offline
+
+log = logging.getLogger("sensorium.models")
+
+TEXT_BATCH = 256
+
+
+def needs_hub(model_name: str, pretrained: str | None) -> bool:
+    if model_name.startswith("local-dir:"):
+        return False
+    if model_name.startswith("hf-hub:"):
+        return True
+    return bool(pretrained) and not os.path.isfile(str(pretrained))
+
+
+class ClipEncoder:
+    modality = "image"
+
+    def __init__(self, model: Any, preprocess: Any, tokenizer: Any, name: str, identity: str, device: str) -> None:
+        self.model = model
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.name = name
+        self.identity = identity
+        self.device = device
+        self.dtype = next(model.parameters()).dtype
+        self.logit_scale = float(model.logit_scale.exp().item())
+
+    @classmethod
+    def load(cls, model_name: str, pretrained: str | None, device: str) -> ClipEncoder:
+        import open_clip
+
+        local = model_name.startswith("local-dir:")
+        precision = "fp16" if device == "cuda" else "fp32"
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                model_name,
+                pretrained=None if local else pretrained,
+                device=device,
+                precision=precision,
+                require_pretrained=True,
+            )
+            tokenizer = open_clip.get_tokenizer(model_name)
+        except (OSError, RuntimeError, ValueError, KeyError) as exc:
+            raise ModelUnavailable(_explain_failure(model_name, pretrained, exc)) from exc
+        model.eval()
+        name = model_name if local or not pretrained else f"{model_name}/{os.path.basename(str(pretrained))}"
+        return cls(model, preprocess, tokenizer, name=name, identity=f"open_clip:{name}:{precision}", device=device)
+
+    def prepare(self, inputs: list[Image.Image]) -> torch.Tensor:
+        return torch.stack([self.preprocess(image) for image in inputs])
+
+    @torch.inference_mode()
+    def encode(self, prepared: torch.Tensor) -> np.ndarray:
+        features = self.model.encode_image(prepared.to(self.device, self.dtype), normalize=True)
+        return features.float().cpu().numpy()
+
+    @torch.inference_mode()
+    def encode_text(self, prompts: list[str]) -> np.ndarray:
+        tokens = self.tokenizer(prompts)
+        if not isinstance(tokens, torch.Tensor) or not self._can_cut_tokens():
+            return self.model.encode_text(tokens.to(self.device), normalize=True).float().cpu().numpy()
+        lengths = self._real_lengths(tokens)
+        order = torch.argsort(lengths)
+        out = torch.empty(len(prompts), self.model.text_projection.shape[-1], dtype=torch.float32)
+        # Sorting by length keeps each chunk's cut tight: short labels never pay for long ones.
+        for start in range(0, len(prompts), TEXT_BATCH):
+            index = order[start : start + TEXT_BATCH]
+            cut = int(lengths[index].max())
+            out[index] = self.encode_tokens_cut(tokens[index, :cut].to(self.device)).float().cpu()
+        return out.numpy()
+
+    def _can_cut_tokens(self) -> bool:
+        # Cutting padding is exact only with a causal mask (no position sees later padding) and
+        # pooling at the end-of-text token; other text towers take the stock path.
+        model = self.model
+        return (
+            hasattr(model, "token_embedding")
+            and getattr(model, "attn_mask", None) is not None
+            and getattr(model, "text_pool_type", None) in ("argmax", "eos")
+        )
+
+    def _real_lengths(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.model.text_pool_type == "eos":
+            end = (tokens == self.model.text_eos_id).int().argmax(dim=-1)
+        else:
+            end = tokens.argmax(dim=-1)
+        return end + 1
+
+    def encode_tokens_cut(self, tokens: torch.Tensor) -> torch.Tensor:
+        """open_clip's CLIP.encode_text on sequences cut to ``tokens.shape[1]`` positions."""
+        from open_clip.transformer import text_global_pool
+
+        model = self.model
+        length = tokens.shape[1]
+        cast_dtype = model.transformer.get_cast_dtype()
+        x = model.token_embedding(tokens).to(cast_dtype)
+        x = x + model.positional_embedding[:length].to(cast_dtype)
+        x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+        x = model.ln_final(x)
+        x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+        if isinstance(model.text_projection, torch.nn.Linear):
+            x = model.text_projection(x)
+        else:
+            x = x @ model.text_projection
+        return torch.nn.functional.normalize(x, dim=-1)
+
+
+def _explain_failure(model_name: str, pretrained: str | None, exc: Exception) -> str:
+    what = f"image model {model_name!r}" + (f" with pretrained {pretrained!r}" if pretrained else "")
+    if model_name.startswith("local-dir:"):
+        hint = "the folder needs open_clip_config.json and a weights file (open_clip_pytorch_model.bin or .safetensors)"
+    elif hub_is_offline():
+        hint = (
+            f"it is not in the local cache ({cache_location()}) and the hub is offline or unreachable. "
+            "Point --image-model at a local copy: local-dir:/path/to/folder (open_clip_config.json + weights), "
+            "or keep --image-model and give --image-pretrained /path/to/weights.bin"
+        )
+    else:
+        hint = "check the model name and pretrained tag (open_clip.list_pretrained() lists them)"
+    return f"cannot load {what}: {hint}. Cause: {exc}"

@@ -1,0 +1,60 @@
+"""What the server needs of a model, whatever its architecture, and the factory that loads one."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from .protocol import Modality
+from .settings import Settings
+
+
+class Encoder(Protocol):
+    """A contrastive model: inputs and prompts to L2-normalized embeddings in one space."""
+
+    modality: Modality
+    name: str  # what clients are shown
+    identity: str  # what embeddings of this model are cached under
+    logit_scale: float
+    device: str
+
+    def prepare(self, inputs: list[Any]) -> Any:
+        """Preprocess a batch of decoded inputs (CPU work, timed as preprocess)."""
+
+    def encode(self, prepared: Any) -> np.ndarray:
+        """Embed a prepared batch: (batch, dim) float32, unit rows."""
+
+    def encode_text(self, prompts: list[str]) -> np.ndarray:
+        """Embed prompts: (len(prompts), dim) float32, unit rows."""
+
+
+def resolve_device(choice: str) -> str:
+    import torch
+
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
+    return choice
+
+
+def load_encoders(settings: Settings) -> dict[Modality, Encoder]:
+    """Load every model the settings ask for (blocking; minutes on a first download)."""
+    from . import hub
+
+    device = resolve_device(settings.device)
+    encoders: dict[Modality, Encoder] = {}
+    if settings.serves_image:
+        from .clip import ClipEncoder, needs_hub as image_needs_hub
+
+        if image_needs_hub(settings.image_model, settings.image_pretrained):
+            hub.go_offline_unless_hub_reachable()
+        encoders["image"] = ClipEncoder.load(settings.image_model, settings.image_pretrained, device)
+    if settings.serves_audio:
+        from .clap import ClapEncoder, needs_hub as audio_needs_hub
+
+        if audio_needs_hub(settings.audio_model):
+            hub.go_offline_unless_hub_reachable()
+        encoders["audio"] = ClapEncoder.load(settings.audio_model, device)
+    return encoders

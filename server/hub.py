@@ -1,0 +1,49 @@
+"""Model sources: the Hugging Face hub, its local cache, or a local folder, and failing fast offline."""
+
+from __future__ import annotations
+
+import logging
+import os
+import urllib.error
+import urllib.request
+
+log = logging.getLogger("sensorium.models")
+
+PROBE_TIMEOUT_S = 3.0
+
+
+class ModelUnavailable(RuntimeError):
+    """A model that cannot be loaded; the message says how to provide it."""
+
+
+def hub_is_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def go_offline_unless_hub_reachable() -> None:
+    """Use the local cache only when the hub cannot be reached.
+
+    The hub client retries an unreachable host with backoff for about half a minute per
+    file; one short probe up front turns that into a prompt, clear failure.
+    """
+    if hub_is_offline():
+        return
+    from huggingface_hub import constants
+
+    request = urllib.request.Request(constants.ENDPOINT, method="HEAD")
+    try:
+        urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return  # the host answered: it is reachable
+    except (urllib.error.URLError, OSError) as exc:
+        log.warning("%s is unreachable (%s); using the local model cache only", constants.ENDPOINT, exc)
+        constants.HF_HUB_OFFLINE = True
+        os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def cache_location() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)

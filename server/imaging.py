@@ -1,0 +1,56 @@
+"""Image decoding, Sans-I/O: frame bytes in, an RGB picture out."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image
+
+from .protocol import ErrorCode, Frame, ProtocolError
+
+_PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
+
+
+def decode_frame(frame: Frame, max_pixels: int) -> Image.Image:
+    """Decode a frame to an RGB image, checking its size before decoding the pixels."""
+    if frame.format == "raw":
+        return _decode_raw(frame, max_pixels)
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns, then errors, on bombs; our own pixel limit below is the one that counts.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(frame.data), formats=[_PIL_FORMATS[frame.format]])
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ProtocolError(
+                    ErrorCode.TOO_LARGE,
+                    f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
+                    frame.seq,
+                )
+            return image.convert("RGB")
+    except ProtocolError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ProtocolError(ErrorCode.BAD_IMAGE, f"cannot decode {frame.format} image: {exc}", frame.seq) from exc
+
+
+def _decode_raw(frame: Frame, max_pixels: int) -> Image.Image:
+    assert frame.width is not None and frame.height is not None
+    pixels = frame.width * frame.height
+    if pixels > max_pixels:
+        raise ProtocolError(
+            ErrorCode.TOO_LARGE, f"raw image has {pixels} pixels; the limit is {max_pixels}", frame.seq
+        )
+    expected = pixels * 3
+    if len(frame.data) != expected:
+        raise ProtocolError(
+            ErrorCode.BAD_IMAGE,
+            f"raw {frame.pixel_format} {frame.width}x{frame.height} needs {expected} bytes, got {len(frame.data)}",
+            frame.seq,
+        )
+    array = np.frombuffer(frame.data, dtype=np.uint8).reshape(frame.height, frame.width, 3)
+    if frame.pixel_format == "bgr24":
+        array = array[:, :, ::-1]
+    return Image.fromarray(np.ascontiguousarray(array), mode="RGB")

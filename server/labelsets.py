@@ -1,0 +1,164 @@
+"""Label sets: label files turned into embedding matrices, kept current while the files change."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import watchfiles
+
+from . import protocol
+from .encoders import Encoder
+from .labels import DEFAULT_TEMPLATES, LabelFileError, ParsedLabels, parse_label_bytes
+from .protocol import Modality
+from .scoring import normalize_rows
+
+log = logging.getLogger("sensorium.labels")
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    modality: Modality
+    version: int
+    names: tuple[str, ...]
+    prompts: tuple[tuple[str, ...], ...]
+    matrix: np.ndarray  # (labels, dim), unit rows
+    encode_ms: float
+    new_prompts: int  # prompts this load had to run through the text tower
+
+
+class EmbeddingCache:
+    """Prompt embeddings keyed by model identity and prompt text, so a reload encodes only what is new."""
+
+    def __init__(self) -> None:
+        self._store: dict[tuple[str, str], np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def lookup(self, identity: str, prompts: list[str]) -> dict[str, np.ndarray]:
+        with self._lock:
+            return {p: self._store[(identity, p)] for p in prompts if (identity, p) in self._store}
+
+    def store(self, identity: str, prompts: list[str], embeddings: np.ndarray) -> None:
+        with self._lock:
+            for prompt, row in zip(prompts, embeddings, strict=True):
+                self._store[(identity, prompt)] = row
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+
+def embed_labels(encoder: Encoder, parsed: ParsedLabels, cache: EmbeddingCache) -> tuple[np.ndarray, int]:
+    """One row per label: the normalized mean of its prompts' embeddings (prompt ensembling)."""
+    wanted = list(dict.fromkeys(p for label in parsed.labels for p in label.prompts))
+    known = cache.lookup(encoder.identity, wanted)
+    new = [p for p in wanted if p not in known]
+    if new:
+        embeddings = encoder.encode_text(new)
+        cache.store(encoder.identity, new, embeddings)
+        known.update(zip(new, embeddings, strict=True))
+    rows = [np.mean([known[p] for p in label.prompts], axis=0) for label in parsed.labels]
+    return normalize_rows(np.stack(rows)), len(new)
+
+
+class LabelSource:
+    """The live label set of one modality: loads its file, watches it, swaps in new sets atomically."""
+
+    def __init__(
+        self,
+        modality: Modality,
+        path: Path,
+        encoder: Encoder,
+        cache: EmbeddingCache,
+        announce: Callable[[dict[str, Any]], None],
+        debounce_ms: int,
+    ) -> None:
+        self.modality = modality
+        self.path = path
+        self.encoder = encoder
+        self.cache = cache
+        self.announce = announce
+        self.debounce_ms = debounce_ms
+        self.current: LabelSet | None = None
+        self.last_error: str | None = None
+        self.history: list[dict[str, float]] = []  # (count, new prompts, ms) per load, for the dashboard
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"labels-{modality}")
+        self._lock = asyncio.Lock()
+
+    def load_now(self) -> LabelSet:
+        """Blocking first load, at start-up: a bad file here is fatal rather than silently empty."""
+        self.current = self._build(self._read_and_parse(), version=1)
+        return self.current
+
+    async def reload(self) -> None:
+        """Re-read the file; on success swap the set and tell clients, on failure keep the old set."""
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            version = (self.current.version if self.current else 0) + 1
+            try:
+                parsed = await loop.run_in_executor(self._executor, self._read_and_parse)
+                label_set = await loop.run_in_executor(self._executor, self._build, parsed, version)
+            except LabelFileError as exc:
+                self.last_error = str(exc)
+                kept = f"; keeping version {self.current.version}" if self.current else ""
+                log.error("%s labels from %s not reloaded: %s%s", self.modality, self.path, exc, kept)
+                self.announce(protocol.labels_error(self.modality, f"{self.path}: {exc}{kept}"))
+                return
+            self.current = label_set
+            self.last_error = None
+            log.info(
+                "%s labels v%d: %d labels from %s (%d new prompts encoded in %.0f ms)",
+                self.modality,
+                label_set.version,
+                len(label_set.names),
+                self.path,
+                label_set.new_prompts,
+                label_set.encode_ms,
+            )
+            self.announce(protocol.labels_changed(self.modality, label_set.version, len(label_set.names)))
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Reload whenever the file changes; editors that save by rename or truncate count too."""
+        target = self.path.resolve()
+        async for changes in watchfiles.awatch(
+            target.parent, watch_filter=None, debounce=self.debounce_ms, step=50, stop_event=stop
+        ):
+            if any(Path(path).resolve() == target for _, path in changes):
+                await self.reload()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _read_and_parse(self) -> ParsedLabels:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError as exc:
+            raise LabelFileError("file not found (deleted or renamed?)") from exc
+        except OSError as exc:
+            raise LabelFileError(f"cannot read: {exc.strerror}") from exc
+        parsed = parse_label_bytes(data, DEFAULT_TEMPLATES[self.modality])
+        for warning in parsed.warnings:
+            log.warning("%s: %s", self.path, warning)
+        return parsed
+
+    def _build(self, parsed: ParsedLabels, version: int) -> LabelSet:
+        started = time.perf_counter()
+        matrix, new_prompts = embed_labels(self.encoder, parsed, self.cache)
+        encode_ms = (time.perf_counter() - started) * 1000
+        self.history.append({"count": len(parsed.labels), "new_prompts": new_prompts, "ms": encode_ms})
+        return LabelSet(
+            modality=self.modality,
+            version=version,
+            names=parsed.names,
+            prompts=tuple(label.prompts for label in parsed.labels),
+            matrix=matrix,
+            encode_ms=encode_ms,
+            new_prompts=new_prompts,
+        )

@@ -1,0 +1,289 @@
+"""Protocol v1, Sans-I/O: bytes in, typed messages out, and back.
+
+Every WebSocket message is one binary msgpack map with a string ``type``. Nothing
+here touches a socket, a model or a clock; docs/protocol.md is the contract.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgpack
+
+PROTOCOL_VERSION = 1
+
+ImageFormat = Literal["jpeg", "png", "webp", "raw"]
+PixelFormat = Literal["rgb24", "bgr24"]
+SampleType = Literal["int16", "float32"]
+Modality = Literal["image", "audio"]
+
+IMAGE_FORMATS: tuple[str, ...] = ("jpeg", "png", "webp", "raw")
+PIXEL_FORMATS: tuple[str, ...] = ("rgb24", "bgr24")
+SAMPLE_TYPES: tuple[str, ...] = ("int16", "float32")
+MAX_STREAM_NAME = 64
+
+
+class ErrorCode:
+    """Values of the ``code`` field of an ``error`` message."""
+
+    BAD_MSGPACK = "bad_msgpack"
+    BAD_MESSAGE = "bad_message"
+    UNKNOWN_TYPE = "unknown_type"
+    BAD_FIELD = "bad_field"
+    BAD_IMAGE = "bad_image"
+    BAD_AUDIO = "bad_audio"
+    TOO_LARGE = "too_large"
+    NOT_SERVED = "not_served"
+    INFERENCE_FAILED = "inference_failed"
+
+
+class ProtocolError(Exception):
+    """A client message that cannot be served; the connection stays open."""
+
+    def __init__(self, code: str, message: str, seq: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.seq = seq
+
+
+@dataclass(frozen=True)
+class Frame:
+    stream: str
+    seq: int
+    ts: float
+    format: ImageFormat
+    data: bytes
+    width: int | None = None
+    height: int | None = None
+    pixel_format: PixelFormat | None = None
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    stream: str
+    seq: int
+    ts: float
+    sample_rate: int
+    channels: int
+    dtype: SampleType
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Config:
+    top_k: int | None
+    min_score: float | None
+
+
+@dataclass(frozen=True)
+class Ping:
+    ts: float | None
+
+
+ClientMessage = Frame | AudioChunk | Config | Ping
+
+
+# --- decoding ---------------------------------------------------------------
+
+
+def decode_client_message(data: bytes) -> ClientMessage:
+    """Parse one binary WebSocket message from a client, or raise ProtocolError."""
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
+        raise ProtocolError(ErrorCode.BAD_MSGPACK, f"message is not valid msgpack: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "message must be a msgpack map")
+    seq = obj.get("seq") if _is_int(obj.get("seq")) else None
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "message needs a string 'type'", seq)
+    parser = _PARSERS.get(kind)
+    if parser is None:
+        known = ", ".join(sorted(_PARSERS))
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r} (known: {known})", seq)
+    return parser(_Fields(obj, seq))
+
+
+class _Fields:
+    """Typed access to a message's fields; every failure names the field."""
+
+    def __init__(self, obj: dict[Any, Any], seq: int | None) -> None:
+        self.obj = obj
+        self.seq = seq
+
+    def fail(self, message: str) -> ProtocolError:
+        return ProtocolError(ErrorCode.BAD_FIELD, message, self.seq)
+
+    def int(self, key: str, *, default: int | None = None, low: int | None = None, high: int | None = None) -> int:
+        value = self.obj.get(key, default)
+        if not _is_int(value):
+            raise self.fail(f"'{key}' must be an integer")
+        assert isinstance(value, int)
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise self.fail(f"'{key}' must be between {low} and {high}, got {value}")
+        return value
+
+    def optional_int(self, key: str) -> int | None:
+        return None if self.obj.get(key) is None else self.int(key)
+
+    def float(self, key: str) -> float:
+        value = self.obj.get(key)
+        if not _is_number(value) or not math.isfinite(value):
+            raise self.fail(f"'{key}' must be a finite number")
+        return float(value)
+
+    def optional_float(self, key: str) -> float | None:
+        return None if self.obj.get(key) is None else self.float(key)
+
+    def str(self, key: str, *, default: str | None = None) -> str:
+        value = self.obj.get(key, default)
+        if not isinstance(value, str):
+            raise self.fail(f"'{key}' must be a string")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        value = self.obj.get(key)
+        if value not in choices:
+            raise self.fail(f"'{key}' must be one of {', '.join(choices)}, got {value!r}")
+        assert isinstance(value, str)
+        return value
+
+    def bytes(self, key: str) -> bytes:
+        value = self.obj.get(key)
+        if not isinstance(value, bytes):
+            raise self.fail(f"'{key}' must be binary (msgpack bin)")
+        if not value:
+            raise self.fail(f"'{key}' is empty")
+        return value
+
+    def stream(self, default: str) -> str:
+        name = self.str("stream", default=default)
+        if not 0 < len(name) <= MAX_STREAM_NAME:
+            raise self.fail(f"'stream' must be 1 to {MAX_STREAM_NAME} characters")
+        return name
+
+
+def _parse_frame(f: _Fields) -> Frame:
+    stream = f.stream("camera")
+    seq = f.int("seq")
+    ts = f.float("ts")
+    fmt = f.choice("format", IMAGE_FORMATS)
+    data = f.bytes("data")
+    if fmt != "raw":
+        return Frame(stream, seq, ts, fmt, data)  # type: ignore[arg-type]
+    return Frame(
+        stream,
+        seq,
+        ts,
+        "raw",
+        data,
+        width=f.int("width", low=1, high=1 << 16),
+        height=f.int("height", low=1, high=1 << 16),
+        pixel_format=f.choice("pixel_format", PIXEL_FORMATS),  # type: ignore[arg-type]
+    )
+
+
+def _parse_audio(f: _Fields) -> AudioChunk:
+    return AudioChunk(
+        stream=f.stream("mic"),
+        seq=f.int("seq"),
+        ts=f.float("ts"),
+        sample_rate=f.int("sample_rate", low=1000, high=384_000),
+        channels=f.int("channels", low=1, high=32),
+        dtype=f.choice("dtype", SAMPLE_TYPES),  # type: ignore[arg-type]
+        data=f.bytes("data"),
+    )
+
+
+def _parse_config(f: _Fields) -> Config:
+    top_k = f.optional_int("top_k")
+    if top_k is not None and top_k < 1:
+        raise f.fail("'top_k' must be at least 1")
+    min_score = f.optional_float("min_score")
+    if min_score is not None and not 0.0 <= min_score <= 1.0:
+        raise f.fail("'min_score' must be between 0 and 1")
+    return Config(top_k=top_k, min_score=min_score)
+
+
+def _parse_ping(f: _Fields) -> Ping:
+    return Ping(ts=f.optional_float("ts"))
+
+
+_PARSERS = {"frame": _parse_frame, "audio": _parse_audio, "config": _parse_config, "ping": _parse_ping}
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# --- encoding ---------------------------------------------------------------
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    packed: bytes = msgpack.packb(message, use_bin_type=True)
+    return packed
+
+
+def welcome(server: str, modalities: dict[str, dict[str, Any]], limits: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "welcome",
+        "protocol": PROTOCOL_VERSION,
+        "server": server,
+        "modalities": modalities,
+        "limits": limits,
+    }
+
+
+def error(code: str, message: str, seq: int | None = None) -> dict[str, Any]:
+    msg: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if seq is not None:
+        msg["seq"] = seq
+    return msg
+
+
+def pong(ts: float | None, server_ts: float) -> dict[str, Any]:
+    return {"type": "pong", "ts": ts, "server_ts": server_ts}
+
+
+def labels_changed(modality: Modality, version: int, count: int) -> dict[str, Any]:
+    return {"type": "labels", "modality": modality, "version": version, "count": count}
+
+
+def labels_error(modality: Modality, message: str) -> dict[str, Any]:
+    return {"type": "labels_error", "modality": modality, "message": message}
+
+
+def result(
+    *,
+    modality: Modality,
+    stream: str,
+    seq: int,
+    ts: float,
+    labels_version: int,
+    top: list[dict[str, Any]],
+    timings: dict[str, float],
+    dropped: int,
+    window_s: float | None = None,
+) -> dict[str, Any]:
+    msg: dict[str, Any] = {
+        "type": "result",
+        "modality": modality,
+        "stream": stream,
+        "seq": seq,
+        "ts": ts,
+        "labels_version": labels_version,
+        "top": top,
+        "timings": timings,
+        "dropped": dropped,
+    }
+    if window_s is not None:
+        msg["window_s"] = window_s
+    return msg

@@ -1,0 +1,202 @@
+"""The running server's shared parts: models, label sources, workers, connected sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from . import __version__
+from .encoders import Encoder, load_encoders
+from .hub import ModelUnavailable
+from .labels import LabelFileError
+from .labelsets import EmbeddingCache, LabelSource
+from .protocol import Modality
+from .settings import Settings
+from .worker import ModelWorker, warm_up
+
+if TYPE_CHECKING:
+    from .session import Session
+
+log = logging.getLogger("sensorium")
+
+BUNDLED_LABELS = Path(__file__).resolve().parent.parent / "labels"
+
+
+class StartupError(RuntimeError):
+    """Start-up cannot complete; the message is meant for the person who started the server."""
+
+
+def find_label_file(path: Path, default_name: str) -> Path:
+    """The configured file, or for the default relative path, the copy shipped beside the package."""
+    if path.exists() or path.is_absolute():
+        return path
+    bundled = BUNDLED_LABELS / default_name
+    if path == Path("labels") / default_name and bundled.exists():
+        return bundled
+    return path
+
+
+class Runtime:
+    def __init__(self, settings: Settings, on_fatal: Callable[[str], None] | None = None) -> None:
+        self.settings = settings
+        self.on_fatal = on_fatal
+        self.state = "loading"
+        self.error: str | None = None
+        self.encoders: dict[Modality, Encoder] = {}
+        self.label_sources: dict[Modality, LabelSource] = {}
+        self.workers: dict[Modality, ModelWorker] = {}
+        self.sessions: set[Session] = set()
+        self.cache = EmbeddingCache()
+        self.audio_rate = 48_000
+        self.started = time.monotonic()
+        self._ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Begin loading in the background; the server answers /health meanwhile."""
+        self._loop = asyncio.get_running_loop()
+        self._tasks.append(asyncio.create_task(self._load_and_serve(), name="load-models"))
+
+    async def _load_and_serve(self) -> None:
+        try:
+            await asyncio.to_thread(self._load)
+        except (ModelUnavailable, StartupError, LabelFileError, ValueError) as exc:
+            self._fail(str(exc))
+            return
+        except Exception as exc:  # an unexpected failure must still end start-up, loudly
+            log.exception("start-up failed")
+            self._fail(f"start-up failed: {exc!r}")
+            return
+        for modality, encoder in self.encoders.items():
+            worker = ModelWorker(encoder, self.label_sources[modality], self.settings.max_batch)
+            self.workers[modality] = worker
+            self._tasks.append(asyncio.create_task(worker.run(), name=f"worker-{modality}"))
+            self._tasks.append(asyncio.create_task(self.label_sources[modality].watch(self._stop)))
+        self.state = "ok"
+        self._ready.set()
+        log.info("ready: %s", ", ".join(f"{m} {e.name} on {e.device}" for m, e in self.encoders.items()))
+
+    def _load(self) -> None:
+        started = time.perf_counter()
+        self.encoders = load_encoders(self.settings)
+        paths = {"image": self.settings.image_labels, "audio": self.settings.audio_labels}
+        for modality, encoder in self.encoders.items():
+            path = find_label_file(paths[modality], f"{modality}.txt")
+            source = LabelSource(
+                modality, path, encoder, self.cache, self.broadcast, self.settings.reload_debounce_ms
+            )
+            try:
+                label_set = source.load_now()
+            except LabelFileError as exc:
+                raise StartupError(f"{modality} labels {path}: {exc}") from exc
+            self.label_sources[modality] = source
+            log.info("%s labels: %d from %s in %.0f ms", modality, len(label_set.names), path, label_set.encode_ms)
+            warm_up(encoder, self._warm_up_input(encoder))
+            if modality == "audio":
+                self.audio_rate = int(getattr(encoder, "sample_rate", self.audio_rate))
+        log.info("models loaded and warmed up in %.1f s", time.perf_counter() - started)
+
+    @staticmethod
+    def _warm_up_input(encoder: Encoder) -> Any:
+        if encoder.modality == "image":
+            return Image.new("RGB", (320, 240), (127, 127, 127))
+        return np.zeros(int(getattr(encoder, "sample_rate", 48_000)), dtype=np.float32)
+
+    def _fail(self, message: str) -> None:
+        self.state = "failed"
+        self.error = message
+        log.error("%s", message)
+        self._ready.set()
+        if self.on_fatal is not None:
+            self.on_fatal(message)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for worker in self.workers.values():
+            worker.close()
+        for source in self.label_sources.values():
+            source.close()
+
+    async def wait_ready(self) -> bool:
+        await self._ready.wait()
+        return self.state == "ok"
+
+    # --- what clients see -------------------------------------------------------
+
+    def broadcast(self, message: dict[str, Any]) -> None:
+        """Send to every client; safe to call from any thread."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            for session in list(self.sessions):
+                session.send(message)
+        else:
+            loop.call_soon_threadsafe(self.broadcast, message)
+
+    def modalities(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for modality, source in self.label_sources.items():
+            current = source.current
+            out[modality] = {
+                "model": self.encoders[modality].name,
+                "labels_version": current.version if current else 0,
+                "label_count": len(current.names) if current else 0,
+            }
+        return out
+
+    def limits(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "max_message_bytes": s.max_message_bytes,
+            "max_image_pixels": s.max_image_pixels,
+            "max_audio_chunk_seconds": s.max_audio_chunk_seconds,
+            "max_top_k": s.max_top_k,
+            "audio_window_seconds": s.audio_window,
+            "audio_hop_seconds": s.audio_hop,
+            "audio_sample_rate": self.audio_rate,
+        }
+
+    def welcome(self) -> dict[str, Any]:
+        from . import protocol
+
+        return protocol.welcome(f"sensorium/{__version__}", self.modalities(), self.limits())
+
+    def health(self) -> dict[str, Any]:
+        labels = {
+            modality: {
+                "path": str(source.path),
+                "version": source.current.version if source.current else 0,
+                "count": len(source.current.names) if source.current else 0,
+                "error": source.last_error,
+            }
+            for modality, source in self.label_sources.items()
+        }
+        return {
+            "status": self.state,
+            "error": self.error,
+            "server": f"sensorium/{__version__}",
+            "device": next(iter(self.encoders.values())).device if self.encoders else None,
+            "models": {modality: encoder.name for modality, encoder in self.encoders.items()},
+            "labels": labels,
+            "clients": len(self.sessions),
+            "uptime_s": round(time.monotonic() - self.started, 1),
+        }

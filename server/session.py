@@ -1,0 +1,225 @@
+"""One WebSocket client: receive -> decode -> queue for its model -> result -> send.
+
+The hot path reads top to bottom: ``Session.run`` receives, ``_handle`` decodes and queues,
+the model worker encodes and scores, ``deliver`` builds the result, ``_send_loop`` sends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import Counter, deque
+from typing import TYPE_CHECKING, Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from . import protocol
+from .audio import WindowBuffer, decode_pcm
+from .imaging import decode_frame
+from .labelsets import LabelSet
+from .protocol import AudioChunk, Config, ErrorCode, Frame, Modality, Ping, ProtocolError
+from .worker import ItemOutcome, Job, ModelWorker, StreamKey
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+log = logging.getLogger("sensorium.session")
+
+DEFAULT_TOP_K = 5
+OUTBOX_CAPACITY = 256
+
+_session_ids = itertools.count(1)
+
+
+class Outbox:
+    """A bounded queue of messages for one client; when full, the oldest message gives way."""
+
+    def __init__(self, capacity: int) -> None:
+        self._messages: deque[dict[str, Any]] = deque()
+        self._capacity = capacity
+        self._ready = asyncio.Event()
+
+    def put(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        evicted = self._messages.popleft() if len(self._messages) >= self._capacity else None
+        self._messages.append(message)
+        self._ready.set()
+        return evicted
+
+    async def get(self) -> dict[str, Any]:
+        while not self._messages:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._messages.popleft()
+
+
+class Session:
+    def __init__(self, websocket: WebSocket, runtime: Runtime) -> None:
+        self.id = next(_session_ids)
+        self.websocket = websocket
+        self.runtime = runtime
+        settings = runtime.settings
+        self.top_k = DEFAULT_TOP_K
+        self.min_score = 0.0
+        self.outbox = Outbox(OUTBOX_CAPACITY)
+        self.dropped: Counter[tuple[Modality, str]] = Counter()
+        self.audio_buffers: dict[str, WindowBuffer] = {}
+        self.streams: set[StreamKey] = set()
+        self.closed = False
+        self._max_pixels = settings.max_image_pixels
+        self._max_chunk_s = settings.max_audio_chunk_seconds
+
+    async def run(self) -> None:
+        await self.websocket.accept()
+        if not await self.runtime.wait_ready():
+            await self.websocket.close(code=1011, reason="models failed to load")
+            return
+        self.runtime.sessions.add(self)
+        sender = asyncio.create_task(self._send_loop(), name=f"send-{self.id}")
+        self.send(self.runtime.welcome())
+        try:
+            await self._receive_loop()
+        finally:
+            self.closed = True
+            self.runtime.sessions.discard(self)
+            for worker in self.runtime.workers.values():
+                worker.queue.discard(self.streams)
+            sender.cancel()
+
+    async def _receive_loop(self) -> None:
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            received = time.perf_counter()
+            data = message.get("bytes")
+            try:
+                if data is None:
+                    raise ProtocolError(ErrorCode.BAD_MESSAGE, "send binary msgpack messages, not text")
+                await self._handle(protocol.decode_client_message(data), received)
+            except ProtocolError as exc:
+                self.send(protocol.error(exc.code, exc.message, exc.seq))
+
+    async def _handle(self, message: protocol.ClientMessage, received: float) -> None:
+        if isinstance(message, Frame):
+            worker = self._worker("image", message.seq)
+            # Decoding a large JPEG takes milliseconds: off the loop, so pings and other clients go on.
+            image = await asyncio.to_thread(decode_frame, message, self._max_pixels)
+            decoded = time.perf_counter()
+            self._submit(worker, "image", message.stream, message.seq, message.ts, image, received, decoded)
+        elif isinstance(message, AudioChunk):
+            worker = self._worker("audio", message.seq)
+            # A chunk is at most a few hundred kilobytes; decoding and resampling it takes well under a
+            # millisecond, less than handing it to a thread would cost.
+            samples = decode_pcm(message, self._max_chunk_s)
+            window = self._audio_buffer(message.stream).push(samples, message.sample_rate, message.seq, message.ts)
+            decoded = time.perf_counter()
+            if window is None:
+                return
+            if window.skipped:
+                self.dropped["audio", message.stream] += window.skipped
+            self._submit(
+                worker, "audio", message.stream, window.seq, window.ts, window.samples, received, decoded,
+                window_s=round(window.seconds, 3),
+            )
+        elif isinstance(message, Config):
+            if message.top_k is not None:
+                self.top_k = min(message.top_k, self.runtime.settings.max_top_k)
+            if message.min_score is not None:
+                self.min_score = message.min_score
+        elif isinstance(message, Ping):
+            self.send(protocol.pong(message.ts, time.time()))
+
+    def _worker(self, modality: Modality, seq: int) -> ModelWorker:
+        worker = self.runtime.workers.get(modality)
+        if worker is None:
+            raise ProtocolError(ErrorCode.NOT_SERVED, f"this server does not serve {modality}", seq)
+        return worker
+
+    def _audio_buffer(self, stream: str) -> WindowBuffer:
+        buffer = self.audio_buffers.get(stream)
+        if buffer is None:
+            settings = self.runtime.settings
+            rate = self.runtime.audio_rate
+            buffer = self.audio_buffers[stream] = WindowBuffer(rate, settings.audio_window, settings.audio_hop)
+        return buffer
+
+    def _submit(
+        self,
+        worker: ModelWorker,
+        modality: Modality,
+        stream: str,
+        seq: int,
+        ts: float,
+        payload: Any,
+        received: float,
+        decoded: float,
+        window_s: float | None = None,
+    ) -> None:
+        key = StreamKey(self.id, modality, stream)
+        self.streams.add(key)
+        worker.submit(
+            Job(
+                stream=key,
+                payload=payload,
+                seq=seq,
+                ts=ts,
+                received=received,
+                decode_ms=round((decoded - received) * 1000, 3),
+                top_k=self.top_k,
+                min_score=self.min_score,
+                sink=self,
+                window_s=window_s,
+            )
+        )
+
+    # --- called by the model worker, on the event loop ---------------------
+
+    def count_dropped(self, job: Job, count: int) -> None:
+        self.dropped[job.stream.modality, job.stream.name] += count
+
+    def deliver(self, job: Job, outcome: ItemOutcome, label_set: LabelSet) -> None:
+        if self.closed:
+            return
+        if outcome.top is None:
+            self.send(protocol.error(ErrorCode.INFERENCE_FAILED, outcome.error or "inference failed", job.seq))
+            return
+        _, modality, stream = job.stream
+        timings = {
+            "decode_ms": job.decode_ms,
+            "queue_ms": outcome.queue_ms,
+            "preprocess_ms": outcome.preprocess_ms,
+            "encode_ms": outcome.encode_ms,
+            "similarity_ms": outcome.similarity_ms,
+            "total_ms": round((time.perf_counter() - job.received) * 1000, 3),
+        }
+        self.send(
+            protocol.result(
+                modality=modality,
+                stream=stream,
+                seq=job.seq,
+                ts=job.ts,
+                labels_version=label_set.version,
+                top=outcome.top,
+                timings=timings,
+                dropped=self.dropped.pop((modality, stream), 0),
+                window_s=job.window_s,
+            )
+        )
+
+    # --- sending ------------------------------------------------------------
+
+    def send(self, message: dict[str, Any]) -> None:
+        evicted = self.outbox.put(message)
+        if evicted is not None and evicted["type"] == "result":
+            # A client that does not read loses its oldest results, and learns how many in the next one.
+            self.dropped[evicted["modality"], evicted["stream"]] += 1 + evicted["dropped"]
+
+    async def _send_loop(self) -> None:
+        try:
+            while True:
+                message = await self.outbox.get()
+                await self.websocket.send_bytes(protocol.encode(message))
+        except (WebSocketDisconnect, RuntimeError, OSError) as exc:
+            log.debug("client %d: send stopped: %s", self.id, exc)

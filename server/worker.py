@@ -1,0 +1,174 @@
+"""Inference: one worker per model, fed by a latest-wins queue that batches across clients.
+
+Each stream (a client's camera, a client's microphone) holds at most one waiting input. A
+newer input replaces the waiting one, and the replaced one is counted as dropped for that
+stream, so nothing queues without bound and every input gets a result or a count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+
+from .encoders import Encoder
+from .labelsets import LabelSet
+from .protocol import Modality
+from .scoring import similarities, softmax_scores, top_labels
+
+log = logging.getLogger("sensorium.worker")
+
+
+class StreamKey(NamedTuple):
+    session: int
+    modality: Modality
+    name: str
+
+
+class Sink(Protocol):
+    """Where a job's outcome goes: the connection that sent the input."""
+
+    def count_dropped(self, job: Job, count: int) -> None: ...
+
+    def deliver(self, job: Job, outcome: ItemOutcome, label_set: LabelSet) -> None: ...
+
+
+@dataclass
+class Job:
+    """One decoded input waiting for its model."""
+
+    stream: StreamKey
+    payload: Any  # a decoded image, or an audio window's samples
+    seq: int
+    ts: float
+    received: float  # perf_counter() when the message arrived
+    decode_ms: float
+    top_k: int
+    min_score: float
+    sink: Sink
+    window_s: float | None = None
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    top: list[dict[str, Any]] | None
+    error: str | None
+    queue_ms: float
+    preprocess_ms: float
+    encode_ms: float
+    similarity_ms: float
+
+
+class LatestWinsQueue:
+    """At most one waiting job per stream, handed out oldest stream first (round robin)."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[StreamKey, Job] = {}
+        self._ready = asyncio.Event()
+
+    def put(self, job: Job) -> None:
+        replaced = self._waiting.pop(job.stream, None)
+        if replaced is not None:
+            replaced.sink.count_dropped(replaced, 1)
+        # Re-inserting puts the stream at the back: a busy stream never jumps ahead of the others.
+        self._waiting[job.stream] = job
+        self._ready.set()
+
+    async def take(self, limit: int) -> list[Job]:
+        while not self._waiting:
+            self._ready.clear()
+            await self._ready.wait()
+        streams = list(self._waiting)[:limit]
+        return [self._waiting.pop(stream) for stream in streams]
+
+    def discard(self, streams: set[StreamKey]) -> None:
+        for stream in streams:
+            self._waiting.pop(stream, None)
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+
+class ModelWorker:
+    """Runs one model on its own thread, so the event loop keeps serving while it computes."""
+
+    def __init__(self, encoder: Encoder, labels: Any, max_batch: int) -> None:
+        self.encoder = encoder
+        self.labels = labels  # a LabelSource; read at batch time so a reload applies to the next batch
+        self.max_batch = max_batch
+        self.queue = LatestWinsQueue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{encoder.modality}")
+
+    def submit(self, job: Job) -> None:
+        self.queue.put(job)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = await self.queue.take(self.max_batch)
+            label_set: LabelSet = self.labels.current
+            started = time.perf_counter()
+            outcomes = await loop.run_in_executor(self._executor, self._infer, jobs, label_set, started)
+            for job, outcome in zip(jobs, outcomes, strict=True):
+                job.sink.deliver(job, outcome, label_set)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _infer(self, jobs: list[Job], label_set: LabelSet, started: float) -> list[ItemOutcome]:
+        try:
+            return infer_batch(self.encoder, jobs, label_set, started)
+        except Exception:
+            if len(jobs) == 1:
+                log.exception("%s model failed on %s seq %s", self.encoder.modality, jobs[0].stream, jobs[0].seq)
+                return [_failed(jobs[0], started, "the model failed on this input; see the server log")]
+        # One bad input must not fail its batch-mates: run them one by one.
+        return [self._infer([job], label_set, started)[0] for job in jobs]
+
+
+def infer_batch(encoder: Encoder, jobs: list[Job], label_set: LabelSet, started: float) -> list[ItemOutcome]:
+    """preprocess -> encode -> similarity -> top-k for a batch, timing each stage."""
+    t0 = time.perf_counter()
+    prepared = encoder.prepare([job.payload for job in jobs])
+    t1 = time.perf_counter()
+    embeddings = encoder.encode(prepared)
+    t2 = time.perf_counter()
+    similarity = similarities(embeddings, label_set.matrix)
+    scores = softmax_scores(similarity, encoder.logit_scale)
+    tops = [
+        top_labels(label_set.names, scores[i], similarity[i], job.top_k, job.min_score)
+        for i, job in enumerate(jobs)
+    ]
+    t3 = time.perf_counter()
+    return [
+        ItemOutcome(
+            top=top,
+            error=None,
+            queue_ms=_ms(job.enqueued, started),
+            preprocess_ms=_ms(t0, t1),
+            encode_ms=_ms(t1, t2),
+            similarity_ms=_ms(t2, t3),
+        )
+        for job, top in zip(jobs, tops, strict=True)
+    ]
+
+
+def _failed(job: Job, started: float, message: str) -> ItemOutcome:
+    return ItemOutcome(None, message, _ms(job.enqueued, started), 0.0, 0.0, 0.0)
+
+
+def _ms(start: float, end: float) -> float:
+    return round((end - start) * 1000.0, 3)
+
+
+def warm_up(encoder: Encoder, sample: Any) -> None:
+    """One forward pass, so the first client does not pay for lazy initialisation."""
+    embedding = encoder.encode(encoder.prepare([sample]))
+    if not np.isfinite(embedding).all():
+        raise RuntimeError(f"{encoder.modality} model produced non-finite output on warm-up")
