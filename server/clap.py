@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .hub import ModelUnavailable, cache_location, hub_is_offline
+from .protocol import Modality
 
 TEXT_BATCH = 256
 
@@ -18,7 +19,7 @@ def needs_hub(model_id: str) -> bool:
 
 
 class ClapEncoder:
-    modality = "audio"
+    modality: Modality = "audio"
 
     def __init__(self, model: Any, processor: Any, name: str, device: str) -> None:
         self.model = model
@@ -42,7 +43,7 @@ class ClapEncoder:
             model = ClapModel.from_pretrained(model_id, dtype=dtype)
         except (OSError, ValueError, RuntimeError) as exc:
             raise ModelUnavailable(_explain_failure(model_id, exc)) from exc
-        model.to(device).eval()
+        model.to(device).eval()  # type: ignore[arg-type]
         return cls(model, processor, name=model_id, device=device)
 
     def prepare(self, inputs: list[np.ndarray]) -> dict[str, torch.Tensor]:

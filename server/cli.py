@@ -16,7 +16,7 @@ log = logging.getLogger("sensorium")
 _DEFAULTS = Settings()
 
 
-def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the perception server", description="Run the perception server.")
     d = _DEFAULTS
     net = p.add_argument_group("network")
@@ -70,7 +70,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=d.log_level)
 
 
-def _dev_models_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _dev_models_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "dev-models",
         help="write small random-weight checkpoints (for tests, benchmarks and offline trials)",

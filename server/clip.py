@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from .hub import ModelUnavailable, cache_location, hub_is_offline
+from .protocol import Modality
 
 log = logging.getLogger("sensorium.models")
 
@@ -26,7 +27,7 @@ def needs_hub(model_name: str, pretrained: str | None) -> bool:
 
 
 class ClipEncoder:
-    modality = "image"
+    modality: Modality = "image"
 
     def __init__(self, model: Any, preprocess: Any, tokenizer: Any, name: str, identity: str, device: str) -> None:
         self.model = model

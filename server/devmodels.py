@@ -32,7 +32,7 @@ TINY_CLAP_AUDIO = {
     "num_mel_bins": 64,
 }
 # laion's CLAP feature extractor settings; the transformers class defaults differ (frequency_min=0).
-LAION_FEATURES = {
+LAION_FEATURES: dict[str, Any] = {
     "feature_size": 64,
     "sampling_rate": 48000,
     "hop_length": 480,

@@ -46,13 +46,15 @@ def load_encoders(settings: Settings) -> dict[Modality, Encoder]:
     device = resolve_device(settings.device)
     encoders: dict[Modality, Encoder] = {}
     if settings.serves_image:
-        from .clip import ClipEncoder, needs_hub as image_needs_hub
+        from .clip import ClipEncoder
+        from .clip import needs_hub as image_needs_hub
 
         if image_needs_hub(settings.image_model, settings.image_pretrained):
             hub.go_offline_unless_hub_reachable()
         encoders["image"] = ClipEncoder.load(settings.image_model, settings.image_pretrained, device)
     if settings.serves_audio:
-        from .clap import ClapEncoder, needs_hub as audio_needs_hub
+        from .clap import ClapEncoder
+        from .clap import needs_hub as audio_needs_hub
 
         if audio_needs_hub(settings.audio_model):
             hub.go_offline_unless_hub_reachable()

@@ -40,9 +40,7 @@ def _decode_raw(frame: Frame, max_pixels: int) -> Image.Image:
     assert frame.width is not None and frame.height is not None
     pixels = frame.width * frame.height
     if pixels > max_pixels:
-        raise ProtocolError(
-            ErrorCode.TOO_LARGE, f"raw image has {pixels} pixels; the limit is {max_pixels}", frame.seq
-        )
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"raw image has {pixels} pixels; the limit is {max_pixels}", frame.seq)
     expected = pixels * 3
     if len(frame.data) != expected:
         raise ProtocolError(

@@ -7,6 +7,7 @@ here touches a socket, a model or a clock; docs/protocol.md is the contract.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -118,7 +119,7 @@ class _Fields:
     def fail(self, message: str) -> ProtocolError:
         return ProtocolError(ErrorCode.BAD_FIELD, message, self.seq)
 
-    def int(self, key: str, *, default: int | None = None, low: int | None = None, high: int | None = None) -> int:
+    def integer(self, key: str, *, default: int | None = None, low: int | None = None, high: int | None = None) -> int:
         value = self.obj.get(key, default)
         if not _is_int(value):
             raise self.fail(f"'{key}' must be an integer")
@@ -128,31 +129,30 @@ class _Fields:
         return value
 
     def optional_int(self, key: str) -> int | None:
-        return None if self.obj.get(key) is None else self.int(key)
+        return None if self.obj.get(key) is None else self.integer(key)
 
-    def float(self, key: str) -> float:
-        value = self.obj.get(key)
+    def number(self, key: str) -> float:
+        value: Any = self.obj.get(key)
         if not _is_number(value) or not math.isfinite(value):
             raise self.fail(f"'{key}' must be a finite number")
         return float(value)
 
     def optional_float(self, key: str) -> float | None:
-        return None if self.obj.get(key) is None else self.float(key)
+        return None if self.obj.get(key) is None else self.number(key)
 
-    def str(self, key: str, *, default: str | None = None) -> str:
+    def text(self, key: str, *, default: str | None = None) -> str:
         value = self.obj.get(key, default)
         if not isinstance(value, str):
             raise self.fail(f"'{key}' must be a string")
         return value
 
-    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+    def choice(self, key: str, choices: tuple[str, ...]) -> Any:  # one of ``choices``, typed by the caller
         value = self.obj.get(key)
         if value not in choices:
             raise self.fail(f"'{key}' must be one of {', '.join(choices)}, got {value!r}")
-        assert isinstance(value, str)
         return value
 
-    def bytes(self, key: str) -> bytes:
+    def binary(self, key: str) -> bytes:
         value = self.obj.get(key)
         if not isinstance(value, bytes):
             raise self.fail(f"'{key}' must be binary (msgpack bin)")
@@ -161,7 +161,7 @@ class _Fields:
         return value
 
     def stream(self, default: str) -> str:
-        name = self.str("stream", default=default)
+        name = self.text("stream", default=default)
         if not 0 < len(name) <= MAX_STREAM_NAME:
             raise self.fail(f"'stream' must be 1 to {MAX_STREAM_NAME} characters")
         return name
@@ -169,33 +169,33 @@ class _Fields:
 
 def _parse_frame(f: _Fields) -> Frame:
     stream = f.stream("camera")
-    seq = f.int("seq")
-    ts = f.float("ts")
+    seq = f.integer("seq")
+    ts = f.number("ts")
     fmt = f.choice("format", IMAGE_FORMATS)
-    data = f.bytes("data")
+    data = f.binary("data")
     if fmt != "raw":
-        return Frame(stream, seq, ts, fmt, data)  # type: ignore[arg-type]
+        return Frame(stream, seq, ts, fmt, data)
     return Frame(
         stream,
         seq,
         ts,
         "raw",
         data,
-        width=f.int("width", low=1, high=1 << 16),
-        height=f.int("height", low=1, high=1 << 16),
-        pixel_format=f.choice("pixel_format", PIXEL_FORMATS),  # type: ignore[arg-type]
+        width=f.integer("width", low=1, high=1 << 16),
+        height=f.integer("height", low=1, high=1 << 16),
+        pixel_format=f.choice("pixel_format", PIXEL_FORMATS),
     )
 
 
 def _parse_audio(f: _Fields) -> AudioChunk:
     return AudioChunk(
         stream=f.stream("mic"),
-        seq=f.int("seq"),
-        ts=f.float("ts"),
-        sample_rate=f.int("sample_rate", low=1000, high=384_000),
-        channels=f.int("channels", low=1, high=32),
-        dtype=f.choice("dtype", SAMPLE_TYPES),  # type: ignore[arg-type]
-        data=f.bytes("data"),
+        seq=f.integer("seq"),
+        ts=f.number("ts"),
+        sample_rate=f.integer("sample_rate", low=1000, high=384_000),
+        channels=f.integer("channels", low=1, high=32),
+        dtype=f.choice("dtype", SAMPLE_TYPES),
+        data=f.binary("data"),
     )
 
 
@@ -213,7 +213,12 @@ def _parse_ping(f: _Fields) -> Ping:
     return Ping(ts=f.optional_float("ts"))
 
 
-_PARSERS = {"frame": _parse_frame, "audio": _parse_audio, "config": _parse_config, "ping": _parse_ping}
+_PARSERS: dict[str, Callable[[_Fields], ClientMessage]] = {
+    "frame": _parse_frame,
+    "audio": _parse_audio,
+    "config": _parse_config,
+    "ping": _parse_ping,
+}
 
 
 def _is_int(value: object) -> bool:

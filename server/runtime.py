@@ -93,9 +93,7 @@ class Runtime:
         paths = {"image": self.settings.image_labels, "audio": self.settings.audio_labels}
         for modality, encoder in self.encoders.items():
             path = find_label_file(paths[modality], f"{modality}.txt")
-            source = LabelSource(
-                modality, path, encoder, self.cache, self.broadcast, self.settings.reload_debounce_ms
-            )
+            source = LabelSource(modality, path, encoder, self.cache, self.broadcast, self.settings.reload_debounce_ms)
             try:
                 label_set = source.load_now()
             except LabelFileError as exc:

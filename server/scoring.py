@@ -27,10 +27,8 @@ def top_labels(
 ) -> list[dict[str, Any]]:
     """The ``top_k`` best labels of one row, by score, without those under ``min_score``."""
     k = min(top_k, len(names))
-    if k < len(names):
-        candidates = np.argpartition(-scores, k - 1)[:k]
-    else:
-        candidates = np.arange(len(names))
+    # argpartition finds the k best in linear time; only those k get sorted.
+    candidates = np.argpartition(-scores, k - 1)[:k] if k < len(names) else np.arange(len(names))
     ranked = candidates[np.argsort(-scores[candidates], kind="stable")]
     return [
         {"label": names[i], "score": float(scores[i]), "similarity": float(similarity[i])}

@@ -120,7 +120,14 @@ class Session:
             if window.skipped:
                 self.dropped["audio", message.stream] += window.skipped
             self._submit(
-                worker, "audio", message.stream, window.seq, window.ts, window.samples, received, decoded,
+                worker,
+                "audio",
+                message.stream,
+                window.seq,
+                window.ts,
+                window.samples,
+                received,
+                decoded,
                 window_s=round(window.seconds, 3),
             )
         elif isinstance(message, Config):

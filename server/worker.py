@@ -142,8 +142,7 @@ def infer_batch(encoder: Encoder, jobs: list[Job], label_set: LabelSet, started:
     similarity = similarities(embeddings, label_set.matrix)
     scores = softmax_scores(similarity, encoder.logit_scale)
     tops = [
-        top_labels(label_set.names, scores[i], similarity[i], job.top_k, job.min_score)
-        for i, job in enumerate(jobs)
+        top_labels(label_set.names, scores[i], similarity[i], job.top_k, job.min_score) for i, job in enumerate(jobs)
     ]
     t3 = time.perf_counter()
     return [

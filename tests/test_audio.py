@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+
+from server.audio import WindowBuffer, decode_pcm
+from server.protocol import AudioChunk, ErrorCode, ProtocolError
+
+from .conftest import int16_pcm, tone
+
+
+def chunk(data: bytes, channels: int = 1, dtype: str = "int16", rate: int = 16000) -> AudioChunk:
+    return AudioChunk("mic", 1, 0.0, rate, channels, dtype, data)  # type: ignore[arg-type]
+
+
+def test_int16_to_float():
+    samples = decode_pcm(chunk(np.array([0, 16384, -32768], dtype="<i2").tobytes()), 10)
+    np.testing.assert_allclose(samples, [0.0, 0.5, -1.0])
+    assert samples.dtype == np.float32
+
+
+def test_stereo_is_downmixed():
+    stereo = np.array([[0.5, -0.5], [0.25, 0.75]], dtype="<f4").tobytes()
+    np.testing.assert_allclose(decode_pcm(chunk(stereo, channels=2, dtype="float32"), 10), [0.0, 0.5])
+
+
+@pytest.mark.parametrize(
+    ("data", "dtype", "channels", "code"),
+    [
+        (b"\0\0\0", "int16", 1, ErrorCode.BAD_AUDIO),
+        (b"\0\0\0\0\0\0", "int16", 2, ErrorCode.BAD_AUDIO),
+        (np.array([np.nan], dtype="<f4").tobytes(), "float32", 1, ErrorCode.BAD_AUDIO),
+        (np.array([np.inf], dtype="<f4").tobytes(), "float32", 1, ErrorCode.BAD_AUDIO),
+        (b"\0\0" * 16001, "int16", 1, ErrorCode.TOO_LARGE),
+    ],
+)
+def test_bad_pcm(data, dtype, channels, code):
+    with pytest.raises(ProtocolError) as info:
+        decode_pcm(chunk(data, channels, dtype), max_seconds=1.0)
+    assert info.value.code == code
+
+
+def peak_hz(samples: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[np.argmax(spectrum)])
+
+
+def test_1khz_tone_at_16khz_still_peaks_at_1khz_at_48khz():
+    buffer = WindowBuffer(48000, window_s=2.0, hop_s=1.0)
+    source = tone(1000, 3.0, 16000)
+    windows = []
+    for i, start in enumerate(range(0, len(source), 1600)):  # 100 ms chunks, resampled chunk by chunk
+        pcm = decode_pcm(chunk(int16_pcm(source[start : start + 1600])), 10)
+        window = buffer.push(pcm, 16000, seq=i, ts=0.0)
+        if window is not None:
+            windows.append(window)
+    last = windows[-1]
+    assert last.rate == 48000 and len(last.samples) == 96000
+    assert abs(peak_hz(last.samples, 48000) - 1000) < 2
+    # chunked resampling is continuous: no clicks at chunk joins, so the tone keeps its level
+    steady = last.samples[1000:-1000]
+    assert 0.28 < np.abs(steady).max() < 0.32
+
+
+def test_first_window_after_one_hop_then_every_hop():
+    buffer = WindowBuffer(48000, window_s=5.0, hop_s=1.0)
+    emitted = [buffer.push(np.zeros(12000, np.float32), 48000, seq=i, ts=float(i)) for i in range(12)]
+    positions = [i for i, w in enumerate(emitted) if w is not None]
+    assert positions == [3, 7, 11]
+    first = emitted[3]
+    assert first is not None and first.seconds == 1.0 and first.seq == 3 and first.skipped == 0
+
+
+def test_window_is_capped_and_long_chunks_count_skipped_hops():
+    buffer = WindowBuffer(48000, window_s=2.0, hop_s=0.5)
+    window = buffer.push(np.ones(48000 * 3, np.float32), 48000, seq=1, ts=0.0)
+    assert window is not None
+    assert window.seconds == 2.0
+    assert window.skipped == 5  # six hops passed, one window came out
+
+
+def test_sample_rate_change_mid_stream():
+    buffer = WindowBuffer(48000, window_s=2.0, hop_s=1.0)
+    assert buffer.push(tone(440, 0.5, 16000), 16000, 1, 0.0) is None
+    window = buffer.push(tone(440, 0.6, 44100), 44100, 2, 0.0)
+    assert window is not None and window.seq == 2

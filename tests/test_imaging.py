@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+
+from server.imaging import decode_frame
+from server.protocol import ErrorCode, Frame, ProtocolError
+
+from .conftest import jpeg
+
+
+def make(data: bytes, fmt: str = "jpeg", **geometry) -> Frame:
+    return Frame("camera", 1, 0.0, fmt, data, **geometry)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_encoded_formats(fmt):
+    image = decode_frame(make(jpeg((10, 200, 30), (64, 48), fmt), fmt.lower()), 10**6)
+    assert image.size == (64, 48) and image.mode == "RGB"
+    r, g, b = np.asarray(image)[24, 32]
+    assert g > 150 and r < 60 and b < 80
+
+
+def test_raw_bgr_is_flipped_to_rgb():
+    bgr = np.zeros((2, 3, 3), np.uint8)
+    bgr[..., 0] = 255  # blue in BGR
+    image = decode_frame(make(bgr.tobytes(), "raw", width=3, height=2, pixel_format="bgr24"), 100)
+    assert tuple(np.asarray(image)[0, 0]) == (0, 0, 255)
+
+
+def expect(frame: Frame, code: str, max_pixels: int = 10**6) -> str:
+    with pytest.raises(ProtocolError) as info:
+        decode_frame(frame, max_pixels)
+    assert info.value.code == code
+    return info.value.message
+
+
+def test_bad_images():
+    good = jpeg(size=(64, 48))
+    expect(make(good[: len(good) // 2]), ErrorCode.BAD_IMAGE)
+    expect(make(b"not an image at all"), ErrorCode.BAD_IMAGE)
+    assert "png" in expect(make(good, "png"), ErrorCode.BAD_IMAGE)
+    expect(make(b"\0" * 10, "raw", width=3, height=2, pixel_format="rgb24"), ErrorCode.BAD_IMAGE)
+
+
+def test_pixel_limit_checked_from_header():
+    message = expect(make(jpeg(size=(400, 300))), ErrorCode.TOO_LARGE, max_pixels=100_000)
+    assert "400x300" in message
+    expect(make(b"\0" * 12, "raw", width=2000, height=2000, pixel_format="rgb24"), ErrorCode.TOO_LARGE)

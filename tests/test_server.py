@@ -1,0 +1,298 @@
+"""The real server under uvicorn, spoken to with the real websockets client."""
+
+import asyncio
+import io
+import time
+from dataclasses import replace
+
+import httpx
+import numpy as np
+import pytest
+import websockets
+from PIL import Image
+
+from .conftest import audio, connect, frame, jpeg, live_server, pack, receive, receive_until, tone
+
+TIMING_KEYS = {"decode_ms", "queue_ms", "preprocess_ms", "encode_ms", "similarity_ms", "total_ms"}
+
+
+def check_result(result, modality, stream, seq, labels_version=1):
+    assert result["type"] == "result"
+    assert (result["modality"], result["stream"], result["seq"]) == (modality, stream, seq)
+    assert result["labels_version"] == labels_version
+    assert set(result["timings"]) == TIMING_KEYS
+    assert all(v >= 0 for v in result["timings"].values())
+    assert result["timings"]["total_ms"] >= result["timings"]["encode_ms"]
+    top = result["top"]
+    assert 1 <= len(top) <= 5
+    scores = [t["score"] for t in top]
+    assert scores == sorted(scores, reverse=True)
+    assert all(0 <= t["score"] <= 1 and -1.0001 <= t["similarity"] <= 1.0001 for t in top)
+    assert isinstance(result["dropped"], int)
+
+
+def test_health_and_welcome(server):
+    health = httpx.get(f"{server.http}/health").json()
+    assert health["status"] == "ok"
+    assert health["labels"]["image"]["count"] > 100 and health["labels"]["audio"]["version"] == 1
+    assert health["device"] == "cpu"
+
+    async def scenario():
+        async with websockets.connect(server.ws) as ws:
+            welcome = await receive(ws)
+            assert welcome["protocol"] == 1 and welcome["server"].startswith("sensorium/")
+            assert set(welcome["modalities"]) == {"image", "audio"}
+            assert welcome["modalities"]["image"]["label_count"] == health["labels"]["image"]["count"]
+            assert welcome["limits"]["max_image_pixels"] == server.settings.max_image_pixels
+            assert httpx.get(f"{server.http}/health").json()["clients"] == 1
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "webp", "raw"])
+def test_image_result(server, fmt):
+    if fmt == "raw":
+        extra = {
+            "data": np.full((48, 64, 3), 90, np.uint8).tobytes(),
+            "width": 64,
+            "height": 48,
+            "pixel_format": "rgb24",
+        }
+    else:
+        extra = {"data": jpeg(size=(64, 48), fmt=fmt.upper())}
+
+    async def scenario():
+        ws = await connect(server)
+        await ws.send(pack({"type": "frame", "stream": "front", "seq": 11, "ts": 123.5, "format": fmt, **extra}))
+        result = await receive(ws)
+        check_result(result, "image", "front", 11)
+        assert result["ts"] == 123.5 and result["dropped"] == 0
+        await ws.close()
+
+    asyncio.run(scenario())
+
+
+def test_scores_are_a_softmax_over_the_whole_label_set(server):
+    async def scenario():
+        ws = await connect(server)
+        count = server.app.state.runtime.label_sources["image"].current.matrix.shape[0]
+        await ws.send(pack({"type": "config", "top_k": 1000}))
+        await ws.send(frame(1))
+        result = await receive(ws)
+        assert len(result["top"]) == min(count, server.settings.max_top_k)
+        await ws.send(pack({"type": "config", "top_k": 2, "min_score": 0.0}))
+        await ws.send(frame(2))
+        assert len((await receive(ws))["top"]) == 2
+        await ws.send(pack({"type": "config", "min_score": 1.0}))
+        await ws.send(frame(3))
+        assert (await receive(ws))["top"] == []
+        await ws.close()
+        return result
+
+    result = asyncio.run(scenario())
+    assert 0.99 < sum(t["score"] for t in result["top"]) <= 1.0001 or len(result["top"]) == 100
+
+
+def test_audio_results_come_every_hop_from_the_first(server):
+    async def scenario():
+        ws = await connect(server)
+        chunks = tone(440, 3.0, 16000)
+        results = []
+        for i, start in enumerate(range(0, len(chunks), 4000)):  # 250 ms chunks
+            await ws.send(audio(i, chunks[start : start + 4000], stream="desk", ts=float(i)))
+            await asyncio.sleep(0.05)
+        deadline = time.monotonic() + 10
+        while len(results) < 2 and time.monotonic() < deadline:
+            results.append(await receive(ws))
+        await ws.close()
+        return results
+
+    results = asyncio.run(scenario())
+    first, second = results
+    check_result(first, "audio", "desk", first["seq"])
+    assert first["window_s"] == pytest.approx(1.0, abs=0.3)  # after one hop, not a full window
+    assert first["ts"] == float(first["seq"])
+    assert second["window_s"] > first["window_s"] and second["seq"] > first["seq"]
+
+
+ERROR_CASES = [
+    (b"\xc1\xc1", "bad_msgpack", None),
+    (pack([1, 2]), "bad_message", None),
+    (pack({"type": "teleport", "seq": 5}), "unknown_type", 5),
+    (pack({"type": "frame", "seq": 6, "ts": 0, "format": "jpeg"}), "bad_field", 6),
+    (pack({"type": "frame", "seq": 7, "ts": "x", "format": "jpeg", "data": b"1"}), "bad_field", 7),
+    (pack({"type": "frame", "seq": 8, "ts": 0, "format": "jpeg", "data": b"garbage"}), "bad_image", 8),
+    (pack({"type": "frame", "seq": 9, "ts": 0, "format": "jpeg", "data": jpeg()[:300]}), "bad_image", 9),
+    (pack({"type": "frame", "seq": 10, "ts": 0, "format": "jpeg", "data": jpeg(size=(3000, 2000))}), "too_large", 10),
+    (
+        pack(
+            {"type": "audio", "seq": 11, "ts": 0, "sample_rate": 16000, "channels": 1, "dtype": "int16", "data": b"\0"}
+        ),
+        "bad_audio",
+        11,
+    ),
+    (
+        pack(
+            {
+                "type": "audio",
+                "seq": 12,
+                "ts": 0,
+                "sample_rate": 8000,
+                "channels": 1,
+                "dtype": "float32",
+                "data": np.full(4, np.nan, "<f4").tobytes(),
+            }
+        ),
+        "bad_audio",
+        12,
+    ),
+    (
+        pack(
+            {
+                "type": "audio",
+                "seq": 13,
+                "ts": 0,
+                "sample_rate": 8000,
+                "channels": 1,
+                "dtype": "int16",
+                "data": b"\0\0" * 8000 * 3,
+            }
+        ),
+        "too_large",
+        13,
+    ),
+    (pack({"type": "config", "top_k": -1}), "bad_field", None),
+]
+
+
+def test_every_error_case_answers_and_keeps_the_connection(settings):
+    with live_server(replace(settings, max_image_pixels=1_000_000, max_audio_chunk_seconds=2.0)) as server:
+
+        async def scenario():
+            ws = await connect(server)
+            for raw, code, seq in ERROR_CASES:
+                await ws.send(raw)
+                reply = await receive(ws)
+                assert reply["type"] == "error", (code, reply)
+                assert reply["code"] == code, reply
+                assert reply.get("seq") == seq
+                assert reply["message"]
+            await ws.send("a text message")
+            reply = await receive(ws)
+            assert (reply["type"], reply["code"]) == ("error", "bad_message")
+            # still usable after all that
+            await ws.send(pack({"type": "ping", "ts": 1.25}))
+            pong = await receive(ws)
+            assert pong["type"] == "pong" and pong["ts"] == 1.25 and pong["server_ts"] > 0
+            await ws.send(frame(99))
+            check_result(await receive(ws), "image", "camera", 99)
+            await ws.close()
+
+        asyncio.run(scenario())
+
+
+def test_modality_not_served(settings):
+    with live_server(replace(settings, no_audio=True)) as server:
+
+        async def scenario():
+            async with websockets.connect(server.ws) as ws:
+                welcome = await receive(ws)
+                assert set(welcome["modalities"]) == {"image"}
+                await ws.send(audio(1, tone(440, 0.1, 16000)))
+                reply = await receive(ws)
+                assert (reply["code"], reply["seq"]) == ("not_served", 1)
+
+        asyncio.run(scenario())
+
+
+def test_oversize_message_is_refused_without_harming_others(settings):
+    with live_server(replace(settings, max_message_bytes=200_000)) as server:
+
+        async def scenario():
+            victim = await connect(server)
+            bystander = await connect(server)
+            await victim.send(pack({"type": "frame", "seq": 1, "ts": 0, "format": "jpeg", "data": b"\0" * 300_000}))
+            with pytest.raises(websockets.ConnectionClosed) as info:
+                await receive(victim)
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+            await bystander.send(frame(1))
+            check_result(await receive(bystander), "image", "camera", 1)
+            await bystander.close()
+
+        asyncio.run(scenario())
+
+
+def test_latest_frame_wins_and_every_frame_is_accounted_for(server):
+    big = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8)).save(big, "JPEG")
+
+    async def scenario():
+        ws = await connect(server)
+        sent = 40
+        for seq in range(sent):
+            await ws.send(frame(seq, big.getvalue()))
+        results = []
+        while sum(1 + r["dropped"] for r in results) < sent:
+            results.append(await receive(ws))
+        await ws.close()
+        return sent, results
+
+    sent, results = asyncio.run(scenario())
+    seqs = [r["seq"] for r in results]
+    assert seqs == sorted(seqs) and seqs[-1] == sent - 1
+    assert sum(1 + r["dropped"] for r in results) == sent
+
+
+def test_several_clients_at_once_each_get_their_own_results(server):
+    async def client(n: int):
+        ws = await connect(server)
+        await ws.send(pack({"type": "config", "top_k": n}))
+        got = []
+        for seq in range(5):
+            await ws.send(frame(seq, jpeg((n * 40, 100, 200 - n * 30))))
+            got.append(await receive(ws))
+            if n % 2:
+                await ws.send(audio(seq, tone(300 * n, 1.2, 16000), stream=f"mic{n}"))
+                got.append(await receive_until(ws, lambda m: m["type"] == "result" and m["modality"] == "audio"))
+        await ws.close()
+        return n, got
+
+    async def scenario():
+        return await asyncio.gather(*(client(n) for n in range(1, 6)))
+
+    for n, results in asyncio.run(scenario()):
+        assert all(len(r["top"]) == n for r in results)
+        assert [r["seq"] for r in results if r["modality"] == "image"] == list(range(5))
+        assert all(r["stream"] == f"mic{n}" for r in results if r["modality"] == "audio")
+
+
+def test_a_client_that_vanishes_mid_inference_does_not_disturb_another(server):
+    async def scenario():
+        for _ in range(5):
+            quitter = await connect(server)
+            await quitter.send(frame(1))
+            quitter.transport.abort()  # gone without a closing handshake
+        steady = await connect(server)
+        for seq in range(3):
+            await steady.send(frame(seq))
+            check_result(await receive(steady), "image", "camera", seq)
+        await steady.close()
+
+    asyncio.run(scenario())
+    assert httpx.get(f"{server.http}/health").json()["clients"] == 0
+
+
+def test_pings_answered_while_the_model_is_busy(server):
+    async def scenario():
+        busy = await connect(server)
+        pinger = await connect(server)
+        for seq in range(20):
+            await busy.send(frame(seq))
+        started = time.perf_counter()
+        await pinger.send(pack({"type": "ping", "ts": 1}))
+        assert (await receive(pinger))["type"] == "pong"
+        await busy.close()
+        await pinger.close()
+        return time.perf_counter() - started
+
+    asyncio.run(scenario())

@@ -1,0 +1,63 @@
+import asyncio
+
+from server.worker import Job, LatestWinsQueue, StreamKey
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.dropped: dict[StreamKey, int] = {}
+
+    def count_dropped(self, job, count):
+        self.dropped[job.stream] = self.dropped.get(job.stream, 0) + count
+
+    def deliver(self, job, outcome, label_set):
+        raise AssertionError("not used")
+
+
+def job(sink: Recorder, session: int, seq: int, stream: str = "camera") -> Job:
+    return Job(StreamKey(session, "image", stream), None, seq, 0.0, 0.0, 0.0, 5, 0.0, sink)
+
+
+def test_latest_frame_wins_and_the_skipped_are_counted():
+    async def scenario():
+        sink = Recorder()
+        queue = LatestWinsQueue()
+        for seq in range(5):
+            queue.put(job(sink, 1, seq))
+        taken = await queue.take(8)
+        assert [j.seq for j in taken] == [4]
+        assert sink.dropped == {StreamKey(1, "image", "camera"): 4}
+
+    asyncio.run(scenario())
+
+
+def test_round_robin_across_streams_and_batch_limit():
+    async def scenario():
+        sink = Recorder()
+        queue = LatestWinsQueue()
+        queue.put(job(sink, 1, 0))
+        queue.put(job(sink, 2, 0))
+        queue.put(job(sink, 3, 0))
+        queue.put(job(sink, 1, 1))  # replaces session 1's waiting frame, goes to the back
+        first = await queue.take(2)
+        assert [(j.stream.session, j.seq) for j in first] == [(2, 0), (3, 0)]
+        assert [(j.stream.session, j.seq) for j in await queue.take(2)] == [(1, 1)]
+        assert len(queue) == 0
+
+    asyncio.run(scenario())
+
+
+def test_take_waits_for_work_and_discard_forgets_a_session():
+    async def scenario():
+        sink = Recorder()
+        queue = LatestWinsQueue()
+        waiter = asyncio.create_task(queue.take(4))
+        await asyncio.sleep(0.01)
+        assert not waiter.done()
+        queue.put(job(sink, 1, 0))
+        assert [j.seq for j in await asyncio.wait_for(waiter, 1)] == [0]
+        queue.put(job(sink, 5, 0))
+        queue.discard({StreamKey(5, "image", "camera")})
+        assert len(queue) == 0
+
+    asyncio.run(scenario())
