@@ -88,7 +88,6 @@ class LabelSource:
         self.debounce_ms = debounce_ms
         self.current: LabelSet | None = None
         self.last_error: str | None = None
-        self.history: list[dict[str, float]] = []  # (count, new prompts, ms) per load, for the dashboard
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"labels-{modality}")
         self._lock = asyncio.Lock()
 
@@ -152,7 +151,6 @@ class LabelSource:
         started = time.perf_counter()
         matrix, new_prompts = embed_labels(self.encoder, parsed, self.cache)
         encode_ms = (time.perf_counter() - started) * 1000
-        self.history.append({"count": len(parsed.labels), "new_prompts": new_prompts, "ms": encode_ms})
         return LabelSet(
             modality=self.modality,
             version=version,

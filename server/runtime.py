@@ -59,13 +59,11 @@ class Runtime:
         self._ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- lifecycle ------------------------------------------------------------
 
     async def start(self) -> None:
         """Begin loading in the background; the server answers /health meanwhile."""
-        self._loop = asyncio.get_running_loop()
         self._tasks.append(asyncio.create_task(self._load_and_serve(), name="load-models"))
 
     async def _load_and_serve(self) -> None:
@@ -100,16 +98,16 @@ class Runtime:
                 raise StartupError(f"{modality} labels {path}: {exc}") from exc
             self.label_sources[modality] = source
             log.info("%s labels: %d from %s in %.0f ms", modality, len(label_set.names), path, label_set.encode_ms)
-            warm_up(encoder, self._warm_up_input(encoder))
             if modality == "audio":
+                # The audio buffers resample to the rate the model's feature extractor expects.
                 self.audio_rate = int(getattr(encoder, "sample_rate", self.audio_rate))
+            warm_up(encoder, self._warm_up_input(modality))
         log.info("models loaded and warmed up in %.1f s", time.perf_counter() - started)
 
-    @staticmethod
-    def _warm_up_input(encoder: Encoder) -> Any:
-        if encoder.modality == "image":
+    def _warm_up_input(self, modality: Modality) -> Any:
+        if modality == "image":
             return Image.new("RGB", (320, 240), (127, 127, 127))
-        return np.zeros(int(getattr(encoder, "sample_rate", 48_000)), dtype=np.float32)
+        return np.zeros(self.audio_rate, dtype=np.float32)
 
     def _fail(self, message: str) -> None:
         self.state = "failed"
@@ -136,19 +134,9 @@ class Runtime:
     # --- what clients see -------------------------------------------------------
 
     def broadcast(self, message: dict[str, Any]) -> None:
-        """Send to every client; safe to call from any thread."""
-        loop = self._loop
-        if loop is None:
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            for session in list(self.sessions):
-                session.send(message)
-        else:
-            loop.call_soon_threadsafe(self.broadcast, message)
+        """Send to every connected client (called on the event loop)."""
+        for session in list(self.sessions):
+            session.send(message)
 
     def modalities(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from .encoders import Encoder
-from .labelsets import LabelSet
+from .labelsets import LabelSet, LabelSource
 from .protocol import Modality
 from .scoring import similarities, softmax_scores, top_labels
 
@@ -98,9 +98,9 @@ class LatestWinsQueue:
 class ModelWorker:
     """Runs one model on its own thread, so the event loop keeps serving while it computes."""
 
-    def __init__(self, encoder: Encoder, labels: Any, max_batch: int) -> None:
+    def __init__(self, encoder: Encoder, labels: LabelSource, max_batch: int) -> None:
         self.encoder = encoder
-        self.labels = labels  # a LabelSource; read at batch time so a reload applies to the next batch
+        self.labels = labels  # read at batch time, so a reload applies from the next batch
         self.max_batch = max_batch
         self.queue = LatestWinsQueue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{encoder.modality}")
@@ -112,7 +112,8 @@ class ModelWorker:
         loop = asyncio.get_running_loop()
         while True:
             jobs = await self.queue.take(self.max_batch)
-            label_set: LabelSet = self.labels.current
+            label_set = self.labels.current
+            assert label_set is not None  # workers start after the first load
             started = time.perf_counter()
             outcomes = await loop.run_in_executor(self._executor, self._infer, jobs, label_set, started)
             for job, outcome in zip(jobs, outcomes, strict=True):
