@@ -70,6 +70,17 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=d.log_level)
 
 
+def _client_parsers(sub: argparse._SubParsersAction) -> None:
+    from clients import microphone, webcam
+
+    webcam.add_arguments(
+        sub.add_parser("webcam", help="stream a camera or video file", description="Stream video to a server.")
+    )
+    microphone.add_arguments(
+        sub.add_parser("mic", help="stream a microphone or sound file", description="Stream audio to a server.")
+    )
+
+
 def _dev_models_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "dev-models",
@@ -96,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sensorium {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _serve_parser(sub)
+    _client_parsers(sub)
     _dev_models_parser(sub)
     return parser
 
@@ -113,6 +125,14 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(str(exc))
         return serve(settings)
+    if args.command == "webcam":
+        from clients import webcam
+
+        return webcam.run(args)
+    if args.command == "mic":
+        from clients import microphone
+
+        return microphone.run(args)
     if args.command == "dev-models":
         from .devmodels import write_dev_models
 

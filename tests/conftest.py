@@ -82,8 +82,8 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = replace(settings, port=free_port())
+    def __init__(self, settings: Settings, port: int | None = None) -> None:
+        self.settings = replace(settings, port=port or free_port())
         self.app = create_app(self.settings)
         config = uvicorn.Config(
             self.app,

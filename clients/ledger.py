@@ -1,0 +1,151 @@
+"""Client-side bookkeeping, Sans-I/O: what is in flight, what came back, and the run's summary."""
+
+from __future__ import annotations
+
+import statistics
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+RECENT_UNTRACKED = 256
+STAGES = ("decode_ms", "queue_ms", "preprocess_ms", "encode_ms", "similarity_ms", "total_ms")
+
+
+@dataclass(frozen=True)
+class Label:
+    label: str
+    score: float
+    similarity: float
+
+
+@dataclass(frozen=True)
+class Result:
+    """One ``result`` message, with the round trip measured on this side."""
+
+    modality: str
+    stream: str
+    seq: int
+    ts: float
+    labels_version: int
+    top: tuple[Label, ...]
+    timings: dict[str, float]
+    dropped: int
+    window_s: float | None
+    round_trip_ms: float | None
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any], round_trip_ms: float | None) -> Result:
+        return cls(
+            modality=message["modality"],
+            stream=message["stream"],
+            seq=message["seq"],
+            ts=message["ts"],
+            labels_version=message["labels_version"],
+            top=tuple(Label(t["label"], t["score"], t["similarity"]) for t in message["top"]),
+            timings=dict(message["timings"]),
+            dropped=message["dropped"],
+            window_s=message.get("window_s"),
+            round_trip_ms=round_trip_ms,
+        )
+
+    def line(self) -> str:
+        labels = "  ".join(f"{t.label} {t.score:.2f}" for t in self.top) or "(nothing above min score)"
+        timing = f"{self.round_trip_ms:.0f} ms" if self.round_trip_ms is not None else "-"
+        return f"[{self.modality} {self.stream} #{self.seq}] {labels}  ({timing})"
+
+
+@dataclass
+class Ledger:
+    """Counts for one run. Inputs sent = results + dropped + errors + lost (+ still in flight)."""
+
+    sent: int = 0
+    results: int = 0
+    dropped: int = 0
+    errors: int = 0
+    lost: int = 0  # in flight when the connection broke
+    reconnects: int = 0
+    gap_s: float = 0.0  # time spent disconnected after the first connection
+    round_trips: list[float] = field(default_factory=list)
+    stages: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
+    _in_flight: dict[tuple[str, str], OrderedDict[int, float]] = field(default_factory=dict)
+    _recent: dict[tuple[str, str], OrderedDict[int, float]] = field(default_factory=dict)
+
+    def on_sent(self, modality: str, stream: str, seq: int, now: float, *, tracked: bool = True) -> None:
+        """Record an input; ``tracked`` inputs expect a result of their own (frames do, audio chunks don't).
+
+        Untracked inputs are remembered briefly, so a result naming one still gets its round trip.
+        """
+        self.sent += 1
+        if tracked:
+            self._in_flight.setdefault((modality, stream), OrderedDict())[seq] = now
+            return
+        recent = self._recent.setdefault((modality, stream), OrderedDict())
+        recent[seq] = now
+        if len(recent) > RECENT_UNTRACKED:
+            recent.popitem(last=False)
+
+    def on_result(self, message: dict[str, Any], now: float) -> Result:
+        self.results += 1
+        self.dropped += message["dropped"]
+        for stage in STAGES:
+            if stage in message["timings"]:
+                self.stages[stage].append(message["timings"][stage])
+        key = (message["modality"], message["stream"])
+        sent_at = None
+        waiting = self._in_flight.get(key)
+        if waiting is not None:
+            sent_at = waiting.pop(message["seq"], None)
+            # The server skips a frame only while an older one of the stream is being encoded and a newer
+            # one has arrived, so the frames this result reports as dropped are the oldest still in flight.
+            for _ in range(min(message["dropped"], len(waiting))):
+                waiting.popitem(last=False)
+        if sent_at is None and key in self._recent:
+            sent_at = self._recent[key].get(message["seq"])
+        round_trip = None
+        if sent_at is not None:
+            round_trip = (now - sent_at) * 1000
+            self.round_trips.append(round_trip)
+        return Result.from_message(message, round_trip)
+
+    def on_error(self, message: dict[str, Any]) -> None:
+        self.errors += 1
+        seq = message.get("seq")
+        if seq is None:
+            return
+        for waiting in self._in_flight.values():
+            if waiting.pop(seq, None) is not None:
+                return
+
+    def on_disconnect(self) -> int:
+        lost = sum(len(waiting) for waiting in self._in_flight.values())
+        self.lost += lost
+        self._in_flight.clear()
+        return lost
+
+    def in_flight(self, modality: str, stream: str) -> int:
+        return len(self._in_flight.get((modality, stream), ()))
+
+    def summary(self, noun: str = "inputs") -> str:
+        lines = [
+            f"{noun} sent {self.sent}, results {self.results}, dropped {self.dropped}, errors {self.errors}, "
+            f"lost in reconnects {self.lost}",
+        ]
+        if self.reconnects:
+            lines.append(f"reconnects {self.reconnects}, disconnected for {self.gap_s:.1f} s")
+        if self.round_trips:
+            p50, p95 = percentile(self.round_trips, 50), percentile(self.round_trips, 95)
+            lines.append(f"round trip p50 {p50:.1f} ms, p95 {p95:.1f} ms")
+        medians = [f"{s.removesuffix('_ms')} {statistics.median(v):.1f}" for s, v in self.stages.items() if v]
+        if medians:
+            lines.append("server stage medians (ms): " + ", ".join(medians))
+        return "\n".join(lines)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
