@@ -11,6 +11,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from . import http_api
+from .openapi import openapi_schema
 from .runtime import Runtime
 from .session import Session
 from .settings import Settings
@@ -35,8 +37,16 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     async def stream(websocket: WebSocket) -> None:
         await Session(websocket, runtime).run()
 
+    async def openapi(request: Request) -> JSONResponse:
+        return JSONResponse(openapi_schema())
+
     app = Starlette(
-        routes=[Route("/health", health), WebSocketRoute("/ws", stream)],
+        routes=[
+            Route("/health", health),
+            Route("/openapi.json", openapi),
+            WebSocketRoute("/ws", stream),
+            *http_api.routes(runtime),
+        ],
         lifespan=lifespan,
     )
     app.state.runtime = runtime

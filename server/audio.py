@@ -92,3 +92,36 @@ class WindowBuffer:
             self._input_rate = sample_rate
         out: np.ndarray = self._resampler.resample_chunk(samples.astype(np.float32, copy=False))
         return out
+
+
+def decode_sound_file(data: bytes) -> tuple[np.ndarray, int]:
+    """A sound file (WAV, FLAC, OGG, ... whatever libsndfile reads) to mono float32 and its rate."""
+    import io
+
+    import soundfile
+
+    try:
+        samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise ProtocolError(ErrorCode.BAD_AUDIO, f"not a sound file libsndfile can read: {exc}") from exc
+    if not len(samples):
+        raise ProtocolError(ErrorCode.BAD_AUDIO, "the sound file has no samples")
+    mono: np.ndarray = samples.mean(axis=1, dtype=np.float32)
+    return mono, int(rate)
+
+
+def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    if from_rate == to_rate:
+        return samples
+    out: np.ndarray = soxr.resample(samples, from_rate, to_rate, quality="HQ").astype(np.float32, copy=False)
+    return out
+
+
+def split_windows(samples: np.ndarray, rate: int, window_s: float) -> list[tuple[float, np.ndarray]]:
+    """A whole clip as consecutive windows (start second, samples); a short tail joins the window before it."""
+    size = round(window_s * rate)
+    starts = list(range(0, max(len(samples), 1), size))
+    if len(starts) > 1 and len(samples) - starts[-1] < rate // 2:
+        starts.pop()
+    bounds = [*starts[1:], len(samples)]
+    return [(start / rate, samples[start:end]) for start, end in zip(starts, bounds, strict=True)]

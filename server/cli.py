@@ -66,6 +66,12 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     limits.add_argument(
         "--max-audio-chunk-seconds", type=float, default=d.max_audio_chunk_seconds, help="default %(default)s"
     )
+    limits.add_argument(
+        "--max-clip-seconds",
+        type=float,
+        default=d.max_clip_seconds,
+        help="longest sound the HTTP API takes in one request (default %(default)s)",
+    )
     limits.add_argument("--max-top-k", type=int, default=d.max_top_k, help="default %(default)s")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=d.log_level)
 

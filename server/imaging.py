@@ -52,3 +52,14 @@ def _decode_raw(frame: Frame, max_pixels: int) -> Image.Image:
     if frame.pixel_format == "bgr24":
         array = array[:, :, ::-1]
     return Image.fromarray(np.ascontiguousarray(array), mode="RGB")
+
+
+def sniff_image_format(data: bytes) -> str | None:
+    """The protocol's name for an encoded image's format, from its first bytes."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None

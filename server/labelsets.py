@@ -17,7 +17,7 @@ import watchfiles
 
 from . import protocol
 from .encoders import Encoder
-from .labels import DEFAULT_TEMPLATES, LabelFileError, ParsedLabels, parse_label_bytes
+from .labels import DEFAULT_TEMPLATES, Label, LabelFileError, ParsedLabels, parse_label_bytes, parse_label_text
 from .protocol import Modality
 from .scoring import normalize_rows
 
@@ -131,6 +131,22 @@ class LabelSource:
         ):
             if any(Path(path).resolve() == target for _, path in changes):
                 await self.reload()
+
+    async def adhoc(self, names: list[str]) -> LabelSet:
+        """A label set for one request, encoded through the same cache (version 0: not the file's)."""
+        parsed = parse_label_text("\n".join(names), DEFAULT_TEMPLATES[self.modality])
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._build, parsed, 0)
+
+    async def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Embeddings of texts as given (no template), through the cache."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._embed_texts, texts)
+
+    def _embed_texts(self, texts: list[str]) -> np.ndarray:
+        parsed = ParsedLabels(labels=tuple(Label(text, (text,)) for text in texts), warnings=())
+        matrix, _ = embed_labels(self.encoder, parsed, self.cache)
+        return matrix
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

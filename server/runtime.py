@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -16,10 +17,10 @@ from . import __version__
 from .encoders import Encoder, load_encoders
 from .hub import ModelUnavailable
 from .labels import LabelFileError
-from .labelsets import EmbeddingCache, LabelSource
+from .labelsets import EmbeddingCache, LabelSet, LabelSource
 from .protocol import Modality
 from .settings import Settings
-from .worker import ModelWorker, warm_up
+from .worker import FutureSink, ItemOutcome, Job, ModelWorker, StreamKey, warm_up
 
 if TYPE_CHECKING:
     from .session import Session
@@ -59,6 +60,7 @@ class Runtime:
         self._ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
+        self._request_ids = itertools.count(1)
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -130,6 +132,37 @@ class Runtime:
     async def wait_ready(self) -> bool:
         await self._ready.wait()
         return self.state == "ok"
+
+    # --- one-shot requests (the HTTP API) ------------------------------------------
+
+    async def infer(
+        self,
+        modality: Modality,
+        payload: Any,
+        *,
+        received: float,
+        decode_ms: float,
+        top_k: int = 5,
+        min_score: float = 0.0,
+        labels: LabelSet | None = None,
+    ) -> ItemOutcome:
+        """Run one decoded input through its model's worker, batched with the streams."""
+        sink = FutureSink()
+        self.workers[modality].submit(
+            Job(
+                stream=StreamKey(0, modality, f"request-{next(self._request_ids)}"),
+                payload=payload,
+                seq=0,
+                ts=0.0,
+                received=received,
+                decode_ms=decode_ms,
+                top_k=min(top_k, self.settings.max_top_k),
+                min_score=min_score,
+                sink=sink,
+                labels=labels,
+            )
+        )
+        return await sink.future
 
     # --- what clients see -------------------------------------------------------
 

@@ -18,7 +18,6 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from . import protocol
 from .audio import WindowBuffer, decode_pcm
 from .imaging import decode_frame
-from .labelsets import LabelSet
 from .protocol import AudioChunk, Config, ErrorCode, Frame, Modality, Ping, ProtocolError
 from .worker import ItemOutcome, Job, ModelWorker, StreamKey
 
@@ -186,10 +185,10 @@ class Session:
     def count_dropped(self, job: Job, count: int) -> None:
         self.dropped[job.stream.modality, job.stream.name] += count
 
-    def deliver(self, job: Job, outcome: ItemOutcome, label_set: LabelSet) -> None:
+    def deliver(self, job: Job, outcome: ItemOutcome) -> None:
         if self.closed:
             return
-        if outcome.top is None:
+        if outcome.top is None or outcome.label_set is None:
             self.send(protocol.error(ErrorCode.INFERENCE_FAILED, outcome.error or "inference failed", job.seq))
             return
         _, modality, stream = job.stream
@@ -207,7 +206,7 @@ class Session:
                 stream=stream,
                 seq=job.seq,
                 ts=job.ts,
-                labels_version=label_set.version,
+                labels_version=outcome.label_set.version,
                 top=outcome.top,
                 timings=timings,
                 dropped=self.dropped.pop((modality, stream), 0),

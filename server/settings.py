@@ -31,6 +31,7 @@ class Settings:
     max_message_bytes: int = 8 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     max_audio_chunk_seconds: float = 10.0
+    max_clip_seconds: float = 600.0
     max_top_k: int = 100
     reload_debounce_ms: int = 200
     log_level: str = "info"

@@ -35,7 +35,7 @@ class Sink(Protocol):
 
     def count_dropped(self, job: Job, count: int) -> None: ...
 
-    def deliver(self, job: Job, outcome: ItemOutcome, label_set: LabelSet) -> None: ...
+    def deliver(self, job: Job, outcome: ItemOutcome) -> None: ...
 
 
 @dataclass
@@ -52,6 +52,7 @@ class Job:
     min_score: float
     sink: Sink
     window_s: float | None = None
+    labels: LabelSet | None = None  # ad-hoc labels; None scores against the label file's current set
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -59,10 +60,26 @@ class Job:
 class ItemOutcome:
     top: list[dict[str, Any]] | None
     error: str | None
+    embedding: np.ndarray | None  # (dim,), unit length
+    label_set: LabelSet | None  # what ``top`` was scored against
     queue_ms: float
     preprocess_ms: float
     encode_ms: float
     similarity_ms: float
+
+
+class FutureSink:
+    """The sink of a one-shot request: the outcome resolves a future."""
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[ItemOutcome] = asyncio.get_running_loop().create_future()
+
+    def count_dropped(self, job: Job, count: int) -> None:
+        raise AssertionError("one-shot jobs have streams of their own and are never replaced")
+
+    def deliver(self, job: Job, outcome: ItemOutcome) -> None:
+        if not self.future.done():
+            self.future.set_result(outcome)
 
 
 class LatestWinsQueue:
@@ -117,7 +134,7 @@ class ModelWorker:
             started = time.perf_counter()
             outcomes = await loop.run_in_executor(self._executor, self._infer, jobs, label_set, started)
             for job, outcome in zip(jobs, outcomes, strict=True):
-                job.sink.deliver(job, outcome, label_set)
+                job.sink.deliver(job, outcome)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -140,27 +157,43 @@ def infer_batch(encoder: Encoder, jobs: list[Job], label_set: LabelSet, started:
     t1 = time.perf_counter()
     embeddings = encoder.encode(prepared)
     t2 = time.perf_counter()
-    similarity = similarities(embeddings, label_set.matrix)
-    scores = softmax_scores(similarity, encoder.logit_scale)
-    tops = [
-        top_labels(label_set.names, scores[i], similarity[i], job.top_k, job.min_score) for i, job in enumerate(jobs)
-    ]
+    used = [job.labels or label_set for job in jobs]
+    tops = _rank(embeddings, used, jobs, label_set, encoder.logit_scale)
     t3 = time.perf_counter()
     return [
         ItemOutcome(
             top=top,
             error=None,
+            embedding=embeddings[i],
+            label_set=used[i],
             queue_ms=_ms(job.enqueued, started),
             preprocess_ms=_ms(t0, t1),
             encode_ms=_ms(t1, t2),
             similarity_ms=_ms(t2, t3),
         )
-        for job, top in zip(jobs, tops, strict=True)
+        for i, (job, top) in enumerate(zip(jobs, tops, strict=True))
     ]
 
 
+def _rank(
+    embeddings: np.ndarray, used: list[LabelSet], jobs: list[Job], shared: LabelSet, logit_scale: float
+) -> list[list[dict[str, Any]]]:
+    # Inputs scored against the shared label set take one matrix product together; ad-hoc ones their own.
+    together = [i for i, labels in enumerate(used) if labels is shared]
+    rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    if together:
+        similarity = similarities(embeddings[together], shared.matrix)
+        scores = softmax_scores(similarity, logit_scale)
+        rows.update({i: (scores[n], similarity[n]) for n, i in enumerate(together)})
+    for i, labels in enumerate(used):
+        if i not in rows:
+            similarity = similarities(embeddings[i : i + 1], labels.matrix)
+            rows[i] = (softmax_scores(similarity, logit_scale)[0], similarity[0])
+    return [top_labels(used[i].names, rows[i][0], rows[i][1], job.top_k, job.min_score) for i, job in enumerate(jobs)]
+
+
 def _failed(job: Job, started: float, message: str) -> ItemOutcome:
-    return ItemOutcome(None, message, _ms(job.enqueued, started), 0.0, 0.0, 0.0)
+    return ItemOutcome(None, message, None, None, _ms(job.enqueued, started), 0.0, 0.0, 0.0)
 
 
 def _ms(start: float, end: float) -> float:
