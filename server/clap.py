@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .encoders import weights_fingerprint
 from .hub import ModelUnavailable, cache_location, hub_is_offline
 from .protocol import Modality
 
@@ -27,7 +28,7 @@ class ClapEncoder:
         self.name = name
         self.device = device
         self.dtype = next(model.parameters()).dtype
-        self.identity = f"clap:{name}:{self.dtype}"
+        self.identity = f"clap:{name}:{weights_fingerprint(model)}:{self.dtype}"
         self.sample_rate = int(processor.feature_extractor.sampling_rate)
         # Unfused checkpoints take one mel view; the extractor's "fusion" default makes four and crashes them.
         self.truncation = "fusion" if model.config.audio_config.enable_fusion else "rand_trunc"

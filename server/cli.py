@@ -44,9 +44,22 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     models.add_argument(
         "--max-batch", type=int, default=d.max_batch, help="most inputs per model call (default %(default)s)"
     )
+    models.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=d.batch_wait_ms,
+        help="with several inputs waiting, wait this long for a fuller batch; a lone input never waits "
+        "(default %(default)s)",
+    )
     labels = p.add_argument_group("labels")
     labels.add_argument("--image-labels", type=Path, default=d.image_labels, help="default %(default)s")
     labels.add_argument("--audio-labels", type=Path, default=d.audio_labels, help="default %(default)s")
+    labels.add_argument(
+        "--label-cache",
+        default=d.label_cache,
+        help="folder for label embeddings kept across restarts, per model and weights; '' turns it off "
+        "(default %(default)s)",
+    )
     labels.add_argument(
         "--reload-debounce-ms",
         type=int,

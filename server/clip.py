@@ -8,9 +8,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from open_clip.model import get_model_preprocess_cfg
 
+from .encoders import weights_fingerprint
 from .hub import ModelUnavailable, cache_location, hub_is_offline
+from .preprocess import PreprocessSpec, preprocess
 from .protocol import Modality
 
 log = logging.getLogger("sensorium.models")
@@ -38,6 +40,7 @@ class ClipEncoder:
         self.device = device
         self.dtype = next(model.parameters()).dtype
         self.logit_scale = float(model.logit_scale.exp().item())
+        self.spec = PreprocessSpec.from_open_clip(get_model_preprocess_cfg(model))
 
     @classmethod
     def load(cls, model_name: str, pretrained: str | None, device: str) -> ClipEncoder:
@@ -58,10 +61,16 @@ class ClipEncoder:
             raise ModelUnavailable(_explain_failure(model_name, pretrained, exc)) from exc
         model.eval()
         name = model_name if local or not pretrained else f"{model_name}/{os.path.basename(str(pretrained))}"
-        return cls(model, preprocess, tokenizer, name=name, identity=f"open_clip:{name}:{precision}", device=device)
+        identity = f"open_clip:{name}:{weights_fingerprint(model)}:{precision}"
+        return cls(model, preprocess, tokenizer, name=name, identity=identity, device=device)
 
-    def prepare(self, inputs: list[Image.Image]) -> torch.Tensor:
-        return torch.stack([self.preprocess(image) for image in inputs])
+    @property
+    def input_side(self) -> int:
+        return min(self.spec.size)
+
+    def prepare(self, inputs: list[np.ndarray]) -> torch.Tensor:
+        """RGB uint8 pictures to a normalized batch, as the model's own open_clip transform would."""
+        return torch.from_numpy(np.stack([preprocess(image, self.spec) for image in inputs]))
 
     @torch.inference_mode()
     def encode(self, prepared: torch.Tensor) -> np.ndarray:

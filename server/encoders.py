@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Protocol
 
 import numpy as np
@@ -15,7 +16,7 @@ class Encoder(Protocol):
 
     modality: Modality
     name: str  # what clients are shown
-    identity: str  # what embeddings of this model are cached under
+    identity: str  # what text embeddings of this model are cached under: name, weights, precision
     logit_scale: float
     device: str
 
@@ -27,6 +28,18 @@ class Encoder(Protocol):
 
     def encode_text(self, prompts: list[str]) -> np.ndarray:
         """Embed prompts: (len(prompts), dim) float32, unit rows."""
+
+
+def weights_fingerprint(model: Any) -> str:
+    """A short hash of a model's weights (a strided sample of every tensor): same name, other weights,
+    other fingerprint, at a cost of milliseconds rather than hashing gigabytes."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        flat = tensor.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // 64)][:64].float().cpu().numpy()
+        digest.update(f"{name}{tuple(tensor.shape)}".encode())
+        digest.update(sample.tobytes())
+    return digest.hexdigest()[:16]
 
 
 def resolve_device(choice: str) -> str:

@@ -271,7 +271,9 @@ class HttpApi:
                 "unsupported_type", f"send a JPEG, PNG or WebP image (got {upload.content_type or 'no type'})"
             )
         frame = Frame("http", 0, 0.0, fmt, upload.data)  # type: ignore[arg-type]
-        image = await asyncio.to_thread(decode_frame, frame, self.runtime.settings.max_image_pixels)
+        image = await asyncio.to_thread(
+            decode_frame, frame, self.runtime.settings.max_image_pixels, self.runtime.image_side
+        )
         return image, _ms_since(received)
 
     def _decode_audio(self, upload: Upload, received: float) -> tuple[np.ndarray, float]:

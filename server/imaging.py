@@ -13,8 +13,12 @@ from .protocol import ErrorCode, Frame, ProtocolError
 _PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
 
 
-def decode_frame(frame: Frame, max_pixels: int) -> Image.Image:
-    """Decode a frame to an RGB image, checking its size before decoding the pixels."""
+def decode_frame(frame: Frame, max_pixels: int, min_side: int | None = None) -> np.ndarray:
+    """Decode a frame to RGB uint8 pixels (height, width, 3), checking its size before decoding.
+
+    With ``min_side``, a JPEG much larger than that is decoded at a reduced scale (libjpeg scales by
+    1/2, 1/4 or 1/8 while decoding), never below twice ``min_side`` on its shorter side.
+    """
     if frame.format == "raw":
         return _decode_raw(frame, max_pixels)
     try:
@@ -29,14 +33,16 @@ def decode_frame(frame: Frame, max_pixels: int) -> Image.Image:
                     f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
                     frame.seq,
                 )
-            return image.convert("RGB")
+            if min_side and frame.format == "jpeg":
+                image.draft("RGB", (2 * min_side, 2 * min_side))
+            return np.asarray(image.convert("RGB"))
     except ProtocolError:
         raise
     except Exception as exc:  # untrusted bytes: any failure inside the decoder means "cannot decode"
         raise ProtocolError(ErrorCode.BAD_IMAGE, f"cannot decode {frame.format} image: {exc}", frame.seq) from exc
 
 
-def _decode_raw(frame: Frame, max_pixels: int) -> Image.Image:
+def _decode_raw(frame: Frame, max_pixels: int) -> np.ndarray:
     assert frame.width is not None and frame.height is not None
     pixels = frame.width * frame.height
     if pixels > max_pixels:
@@ -51,7 +57,7 @@ def _decode_raw(frame: Frame, max_pixels: int) -> Image.Image:
     array = np.frombuffer(frame.data, dtype=np.uint8).reshape(frame.height, frame.width, 3)
     if frame.pixel_format == "bgr24":
         array = array[:, :, ::-1]
-    return Image.fromarray(np.ascontiguousarray(array), mode="RGB")
+    return np.ascontiguousarray(array)
 
 
 def sniff_image_format(data: bytes) -> str | None:

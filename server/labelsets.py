@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -36,9 +38,14 @@ class LabelSet:
 
 
 class EmbeddingCache:
-    """Prompt embeddings keyed by model identity and prompt text, so a reload encodes only what is new."""
+    """Prompt embeddings keyed by model identity and prompt text, so a reload encodes only what is new.
 
-    def __init__(self) -> None:
+    With a folder, each model's embeddings are also kept on disk (one .npz per model identity, which
+    includes a fingerprint of the weights), so a restart does not encode its labels again.
+    """
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = folder
         self._store: dict[tuple[str, str], np.ndarray] = {}
         self._lock = threading.Lock()
 
@@ -50,6 +57,49 @@ class EmbeddingCache:
         with self._lock:
             for prompt, row in zip(prompts, embeddings, strict=True):
                 self._store[(identity, prompt)] = row
+        self._save(identity)
+
+    def load(self, identity: str) -> int:
+        """Read what an earlier run kept for this model; returns how many prompts that was."""
+        path = self._path(identity)
+        if path is None or not path.exists():
+            return 0
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                if str(saved["identity"]) != identity:
+                    return 0
+                prompts, embeddings = saved["prompts"].tolist(), saved["embeddings"]
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("ignoring the unreadable label cache %s: %s", path, exc)
+            return 0
+        with self._lock:
+            for prompt, row in zip(prompts, embeddings, strict=True):
+                self._store[(identity, prompt)] = row
+        return len(prompts)
+
+    def _save(self, identity: str) -> None:
+        path = self._path(identity)
+        if path is None:
+            return
+        with self._lock:
+            items = [(p, row) for (i, p), row in self._store.items() if i == identity]
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_suffix(f".{threading.get_ident()}.tmp.npz")
+            np.savez(
+                temporary,
+                identity=np.array(identity),
+                prompts=np.array([p for p, _ in items]),
+                embeddings=np.stack([row for _, row in items]),
+            )
+            os.replace(temporary, path)  # readers see the old file or the new one, never half of one
+        except OSError as exc:
+            log.warning("cannot write the label cache %s: %s", path, exc)
+
+    def _path(self, identity: str) -> Path | None:
+        if self.folder is None:
+            return None
+        return self.folder / f"{hashlib.sha256(identity.encode()).hexdigest()[:24]}.npz"
 
     def __len__(self) -> int:
         return len(self._store)

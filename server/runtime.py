@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
 from . import __version__
 from .encoders import Encoder, load_encoders
@@ -54,8 +53,9 @@ class Runtime:
         self.label_sources: dict[Modality, LabelSource] = {}
         self.workers: dict[Modality, ModelWorker] = {}
         self.sessions: set[Session] = set()
-        self.cache = EmbeddingCache()
+        self.cache = EmbeddingCache(Path(settings.label_cache).expanduser() if settings.label_cache else None)
         self.audio_rate = 48_000
+        self.image_side: int | None = None  # the image model's input side, for reduced-scale JPEG decoding
         self.started = time.monotonic()
         self._ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -79,7 +79,9 @@ class Runtime:
             self._fail(f"start-up failed: {exc!r}")
             return
         for modality, encoder in self.encoders.items():
-            worker = ModelWorker(encoder, self.label_sources[modality], self.settings.max_batch)
+            worker = ModelWorker(
+                encoder, self.label_sources[modality], self.settings.max_batch, self.settings.batch_wait_ms
+            )
             self.workers[modality] = worker
             self._tasks.append(asyncio.create_task(worker.run(), name=f"worker-{modality}"))
             self._tasks.append(asyncio.create_task(self.label_sources[modality].watch(self._stop)))
@@ -92,6 +94,8 @@ class Runtime:
         self.encoders = load_encoders(self.settings)
         paths = {"image": self.settings.image_labels, "audio": self.settings.audio_labels}
         for modality, encoder in self.encoders.items():
+            if kept := self.cache.load(encoder.identity):
+                log.info("%s: %d prompt embeddings from the label cache", modality, kept)
             path = find_label_file(paths[modality], f"{modality}.txt")
             source = LabelSource(modality, path, encoder, self.cache, self.broadcast, self.settings.reload_debounce_ms)
             try:
@@ -100,6 +104,8 @@ class Runtime:
                 raise StartupError(f"{modality} labels {path}: {exc}") from exc
             self.label_sources[modality] = source
             log.info("%s labels: %d from %s in %.0f ms", modality, len(label_set.names), path, label_set.encode_ms)
+            if modality == "image":
+                self.image_side = getattr(encoder, "input_side", None)
             if modality == "audio":
                 # The audio buffers resample to the rate the model's feature extractor expects.
                 self.audio_rate = int(getattr(encoder, "sample_rate", self.audio_rate))
@@ -108,7 +114,7 @@ class Runtime:
 
     def _warm_up_input(self, modality: Modality) -> Any:
         if modality == "image":
-            return Image.new("RGB", (320, 240), (127, 127, 127))
+            return np.full((240, 320, 3), 127, dtype=np.uint8)
         return np.zeros(self.audio_rate, dtype=np.float32)
 
     def _fail(self, message: str) -> None:

@@ -104,7 +104,7 @@ class Session:
         if isinstance(message, Frame):
             worker = self._worker("image", message.seq)
             # Decoding a large JPEG takes milliseconds: off the loop, so pings and other clients go on.
-            image = await asyncio.to_thread(decode_frame, message, self._max_pixels)
+            image = await asyncio.to_thread(decode_frame, message, self._max_pixels, self.runtime.image_side)
             decoded = time.perf_counter()
             self._submit(worker, "image", message.stream, message.seq, message.ts, image, received, decoded)
         elif isinstance(message, AudioChunk):

@@ -28,6 +28,8 @@ class Settings:
     audio_hop: float = 1.0
     audio_window: float = 5.0
     max_batch: int = 8
+    batch_wait_ms: float = 2.0
+    label_cache: str = "~/.cache/sensorium/labels"
     max_message_bytes: int = 8 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     max_audio_chunk_seconds: float = 10.0

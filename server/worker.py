@@ -97,10 +97,20 @@ class LatestWinsQueue:
         self._waiting[job.stream] = job
         self._ready.set()
 
-    async def take(self, limit: int) -> list[Job]:
+    async def take(self, limit: int, wait_s: float = 0.0) -> list[Job]:
+        """Up to ``limit`` jobs. With several waiting but fewer than ``limit``, wait up to ``wait_s`` for
+        more, so concurrent clients share model calls; a lone job never waits."""
         while not self._waiting:
             self._ready.clear()
             await self._ready.wait()
+        if wait_s > 0 and 1 < len(self._waiting) < limit:
+            deadline = time.perf_counter() + wait_s
+            while len(self._waiting) < limit and (remaining := deadline - time.perf_counter()) > 0:
+                self._ready.clear()
+                try:
+                    await asyncio.wait_for(self._ready.wait(), remaining)
+                except TimeoutError:
+                    break
         streams = list(self._waiting)[:limit]
         return [self._waiting.pop(stream) for stream in streams]
 
@@ -115,10 +125,11 @@ class LatestWinsQueue:
 class ModelWorker:
     """Runs one model on its own thread, so the event loop keeps serving while it computes."""
 
-    def __init__(self, encoder: Encoder, labels: LabelSource, max_batch: int) -> None:
+    def __init__(self, encoder: Encoder, labels: LabelSource, max_batch: int, batch_wait_ms: float = 0.0) -> None:
         self.encoder = encoder
         self.labels = labels  # read at batch time, so a reload applies from the next batch
         self.max_batch = max_batch
+        self.batch_wait_s = batch_wait_ms / 1000
         self.queue = LatestWinsQueue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{encoder.modality}")
 
@@ -128,7 +139,7 @@ class ModelWorker:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            jobs = await self.queue.take(self.max_batch)
+            jobs = await self.queue.take(self.max_batch, self.batch_wait_s)
             label_set = self.labels.current
             assert label_set is not None  # workers start after the first load
             started = time.perf_counter()

@@ -71,6 +71,7 @@ def settings(image_model: str, audio_model: str, label_dir: Path) -> Settings:
         image_labels=label_dir / "image.txt",
         audio_labels=label_dir / "audio.txt",
         reload_debounce_ms=100,
+        label_cache=str(label_dir.parent / "label-cache"),
     )
 
 

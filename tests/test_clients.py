@@ -80,7 +80,8 @@ def test_microphone_streams_a_wav_file(server, tmp_path):
     assert done.returncode == 0, done.stderr
     counts = summary_counts(done.stdout)
     assert counts["sent"] == 18  # 3.5 s in 200 ms chunks
-    assert counts["results"] >= 2 and counts["errors"] == 0
+    # --fast keeps at most about one window ahead, so on a busy machine a window can be dropped
+    assert counts["results"] >= 1 and counts["results"] + counts["dropped"] >= 2 and counts["errors"] == 0
     results = [line for line in done.stdout.splitlines() if line.startswith("[audio mic #")]
     assert len(results) == counts["results"]
     assert "audio sent 3.5 s" in done.stdout

@@ -61,3 +61,28 @@ def test_take_waits_for_work_and_discard_forgets_a_session():
         assert len(queue) == 0
 
     asyncio.run(scenario())
+
+
+def test_batch_wait_gathers_more_but_a_lone_job_never_waits():
+    async def scenario():
+        sink = Recorder()
+        queue = LatestWinsQueue()
+        queue.put(job(sink, 1, 0))
+        started = asyncio.get_running_loop().time()
+        assert len(await queue.take(8, wait_s=1.0)) == 1
+        assert asyncio.get_running_loop().time() - started < 0.5  # alone: no wait
+
+        queue.put(job(sink, 1, 1))
+        queue.put(job(sink, 2, 0))
+
+        async def late_arrivals():
+            await asyncio.sleep(0.05)
+            queue.put(job(sink, 3, 0))
+            queue.put(job(sink, 4, 0))
+
+        arrivals = asyncio.create_task(late_arrivals())
+        batch = await queue.take(4, wait_s=1.0)
+        await arrivals
+        assert sorted(j.stream.session for j in batch) == [1, 2, 3, 4]  # waited for a full batch
+
+    asyncio.run(scenario())

@@ -1,0 +1,48 @@
+"""Label embeddings kept on disk: a restart encodes nothing it encoded before, for the same weights only."""
+
+import numpy as np
+
+from server.clip import ClipEncoder
+from server.devmodels import write_open_clip
+from server.labels import parse_label_text
+from server.labelsets import EmbeddingCache, embed_labels
+
+from .conftest import live_server
+
+LABELS = "\n".join(f"thing number {i}" for i in range(50))
+
+
+def test_restart_encodes_nothing_new(settings):
+    with live_server(settings) as first:
+        initial = first.app.state.runtime.label_sources["image"].current
+        assert initial.new_prompts > 0
+    with live_server(settings) as second:
+        again = second.app.state.runtime.label_sources["image"].current
+        assert again.new_prompts == 0
+        np.testing.assert_array_equal(again.matrix, initial.matrix)
+
+
+def test_cache_is_keyed_by_weights(tmp_path):
+    encoders = [
+        ClipEncoder.load(f"local-dir:{write_open_clip(tmp_path / f'seed{seed}', seed=seed)}", None, "cpu")
+        for seed in (0, 1)
+    ]
+    assert encoders[0].name != encoders[1].name or encoders[0].identity != encoders[1].identity
+    assert encoders[0].identity.split(":")[-2] != encoders[1].identity.split(":")[-2]  # weight fingerprints
+    parsed = parse_label_text(LABELS, ("a photo of a {}.",))
+    folder = tmp_path / "cache"
+    embed_labels(encoders[0], parsed, EmbeddingCache(folder))
+    fresh = EmbeddingCache(folder)
+    assert fresh.load(encoders[0].identity) == 50
+    assert fresh.load(encoders[1].identity) == 0
+    _, new = embed_labels(encoders[0], parsed, fresh)
+    assert new == 0
+
+
+def test_unreadable_cache_file_is_ignored(tmp_path, image_model):
+    encoder = ClipEncoder.load(image_model, None, "cpu")
+    cache = EmbeddingCache(tmp_path)
+    embed_labels(encoder, parse_label_text("dog\ncat\n", ("{}",)), cache)
+    (path,) = tmp_path.glob("*.npz")
+    path.write_bytes(b"garbage")
+    assert EmbeddingCache(tmp_path).load(encoder.identity) == 0
