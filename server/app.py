@@ -5,15 +5,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from . import http_api
 from .openapi import openapi_schema
 from .runtime import Runtime
+from .security import TokenGate
 from .session import Session
 from .settings import Settings
 
@@ -40,14 +43,19 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     async def openapi(request: Request) -> JSONResponse:
         return JSONResponse(openapi_schema())
 
+    async def metrics(request: Request) -> Response:
+        return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
     app = Starlette(
         routes=[
             Route("/health", health),
             Route("/openapi.json", openapi),
+            Route("/metrics", metrics),
             WebSocketRoute("/ws", stream),
             *http_api.routes(runtime),
         ],
         lifespan=lifespan,
+        middleware=[Middleware(TokenGate, token=settings.token, open_paths=frozenset({"/health"}))],
     )
     app.state.runtime = runtime
     return app

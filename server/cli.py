@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -86,6 +87,39 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
         help="longest sound the HTTP API takes in one request (default %(default)s)",
     )
     limits.add_argument("--max-top-k", type=int, default=d.max_top_k, help="default %(default)s")
+    limits.add_argument(
+        "--max-connections", type=int, default=d.max_connections, help="more are refused (default %(default)s)"
+    )
+    limits.add_argument(
+        "--max-streams", type=int, default=d.max_streams, help="streams per connection (default %(default)s)"
+    )
+    limits.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=d.idle_timeout,
+        help="close a connection silent this many seconds (default %(default)s)",
+    )
+    limits.add_argument(
+        "--max-errors",
+        type=int,
+        default=d.max_errors,
+        help="close a connection after this many bad messages within 10 s (default %(default)s)",
+    )
+    limits.add_argument("--max-labels", type=int, default=d.max_labels, help="per label file (default %(default)s)")
+    limits.add_argument("--max-label-file-bytes", type=int, default=d.max_label_file_bytes, help="default %(default)s")
+    security = p.add_argument_group("security")
+    security.add_argument(
+        "--token",
+        default=os.environ.get("SENSORIUM_TOKEN") or None,
+        help="require this token on /ws and every HTTP route but /health (default: $SENSORIUM_TOKEN, else none)",
+    )
+    security.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        help="a browser origin allowed to open /ws, such as https://example.org (repeatable; "
+        "default: only pages served by this server)",
+    )
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=d.log_level)
 
 
@@ -97,6 +131,19 @@ def _client_parsers(sub: argparse._SubParsersAction) -> None:
     )
     microphone.add_arguments(
         sub.add_parser("mic", help="stream a microphone or sound file", description="Stream audio to a server.")
+    )
+
+
+def _bench_parser(sub: argparse._SubParsersAction) -> None:
+    from . import bench
+
+    bench.add_arguments(
+        sub.add_parser(
+            "bench",
+            help="measure the model's limit and what the server delivers of it",
+            description=(bench.__doc__ or "").strip(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
     )
 
 
@@ -127,12 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _serve_parser(sub)
     _client_parsers(sub)
+    _bench_parser(sub)
     _dev_models_parser(sub)
     return parser
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    return Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
+    values = {f.name: getattr(args, f.name) for f in fields(Settings)}
+    values["allow_origin"] = tuple(values["allow_origin"])
+    return Settings(**values)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         from clients import microphone
 
         return microphone.run(args)
+    if args.command == "bench":
+        from . import bench
+
+        return bench.run(args)
     if args.command == "dev-models":
         from .devmodels import write_dev_models
 

@@ -20,6 +20,7 @@ import watchfiles
 from . import protocol
 from .encoders import Encoder
 from .labels import DEFAULT_TEMPLATES, Label, LabelFileError, ParsedLabels, parse_label_bytes, parse_label_text
+from .metrics import Metrics
 from .protocol import Modality
 from .scoring import normalize_rows
 
@@ -118,6 +119,12 @@ def embed_labels(encoder: Encoder, parsed: ParsedLabels, cache: EmbeddingCache) 
     return normalize_rows(np.stack(rows)), len(new)
 
 
+@dataclass(frozen=True)
+class LabelLimits:
+    max_labels: int = 10_000
+    max_file_bytes: int = 1024 * 1024
+
+
 class LabelSource:
     """The live label set of one modality: loads its file, watches it, swaps in new sets atomically."""
 
@@ -129,7 +136,11 @@ class LabelSource:
         cache: EmbeddingCache,
         announce: Callable[[dict[str, Any]], None],
         debounce_ms: int,
+        limits: LabelLimits | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.limits = limits or LabelLimits()
+        self.metrics = metrics
         self.modality = modality
         self.path = path
         self.encoder = encoder
@@ -151,10 +162,12 @@ class LabelSource:
         async with self._lock:
             loop = asyncio.get_running_loop()
             version = (self.current.version if self.current else 0) + 1
+            started = time.perf_counter()
             try:
                 parsed = await loop.run_in_executor(self._executor, self._read_and_parse)
                 label_set = await loop.run_in_executor(self._executor, self._build, parsed, version)
             except LabelFileError as exc:
+                self._count_reload("error", started)
                 self.last_error = str(exc)
                 kept = f"; keeping version {self.current.version}" if self.current else ""
                 log.error("%s labels from %s not reloaded: %s%s", self.modality, self.path, exc, kept)
@@ -162,6 +175,7 @@ class LabelSource:
                 return
             self.current = label_set
             self.last_error = None
+            self._count_reload("ok", started)
             log.info(
                 "%s labels v%d: %d labels from %s (%d new prompts encoded in %.0f ms)",
                 self.modality,
@@ -172,6 +186,11 @@ class LabelSource:
                 label_set.encode_ms,
             )
             self.announce(protocol.labels_changed(self.modality, label_set.version, len(label_set.names)))
+
+    def _count_reload(self, outcome: str, started: float) -> None:
+        if self.metrics is not None:
+            self.metrics.reloads.labels(self.modality, outcome).inc()
+            self.metrics.reload_seconds.labels(self.modality).observe(time.perf_counter() - started)
 
     async def watch(self, stop: asyncio.Event) -> None:
         """Reload whenever the file changes; editors that save by rename or truncate count too."""
@@ -203,12 +222,17 @@ class LabelSource:
 
     def _read_and_parse(self) -> ParsedLabels:
         try:
+            size = self.path.stat().st_size
+            if size > self.limits.max_file_bytes:
+                raise LabelFileError(f"{size} bytes is over the limit of {self.limits.max_file_bytes}")
             data = self.path.read_bytes()
         except FileNotFoundError as exc:
             raise LabelFileError("file not found (deleted or renamed?)") from exc
         except OSError as exc:
             raise LabelFileError(f"cannot read: {exc.strerror}") from exc
         parsed = parse_label_bytes(data, DEFAULT_TEMPLATES[self.modality])
+        if len(parsed.labels) > self.limits.max_labels:
+            raise LabelFileError(f"{len(parsed.labels)} labels is over the limit of {self.limits.max_labels}")
         for warning in parsed.warnings:
             log.warning("%s: %s", self.path, warning)
         return parsed

@@ -38,6 +38,8 @@ class ErrorCode:
     TOO_LARGE = "too_large"
     NOT_SERVED = "not_served"
     INFERENCE_FAILED = "inference_failed"
+    TOO_MANY_STREAMS = "too_many_streams"
+    SHUTTING_DOWN = "shutting_down"
 
 
 class ProtocolError(Exception):

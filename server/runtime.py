@@ -17,7 +17,9 @@ from .encoders import Encoder, load_encoders
 from .hub import ModelUnavailable
 from .labels import LabelFileError
 from .labelsets import EmbeddingCache, LabelSet, LabelSource
+from .metrics import Metrics
 from .protocol import Modality
+from .security import CloseCode
 from .settings import Settings
 from .worker import FutureSink, ItemOutcome, Job, ModelWorker, StreamKey, warm_up
 
@@ -53,6 +55,9 @@ class Runtime:
         self.label_sources: dict[Modality, LabelSource] = {}
         self.workers: dict[Modality, ModelWorker] = {}
         self.sessions: set[Session] = set()
+        self.metrics = Metrics()
+        self.metrics.watch_connections(lambda: len(self.sessions))
+        self.draining = False
         self.cache = EmbeddingCache(Path(settings.label_cache).expanduser() if settings.label_cache else None)
         self.audio_rate = 48_000
         self.image_side: int | None = None  # the image model's input side, for reduced-scale JPEG decoding
@@ -80,8 +85,10 @@ class Runtime:
             return
         for modality, encoder in self.encoders.items():
             worker = ModelWorker(
-                encoder, self.label_sources[modality], self.settings.max_batch, self.settings.batch_wait_ms
-            )
+                encoder, self.label_sources[modality], self.settings.max_batch, self.settings.batch_wait_ms,
+                observe_batch=self.metrics.batch_size.labels(modality).observe,
+            )  # fmt: skip
+            self.metrics.watch_queue(modality, worker.queue.__len__)
             self.workers[modality] = worker
             self._tasks.append(asyncio.create_task(worker.run(), name=f"worker-{modality}"))
             self._tasks.append(asyncio.create_task(self.label_sources[modality].watch(self._stop)))
@@ -134,6 +141,22 @@ class Runtime:
             worker.close()
         for source in self.label_sources.values():
             source.close()
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Graceful shutdown: take no new connections or inputs, finish what the models hold, send the
+        results, then close every connection with 1001 (going away)."""
+        self.draining = True
+        log.info("draining: finishing %d queued inputs for %d clients", self.pending(), len(self.sessions))
+        deadline = time.monotonic() + timeout
+        while self.pending() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.gather(
+            *(session.close(CloseCode.GOING_AWAY, "the server is shutting down") for session in list(self.sessions))
+        )
+
+    def pending(self) -> int:
+        """Inputs waiting for a model or inside one."""
+        return sum(len(worker.queue) + worker.busy for worker in self.workers.values())
 
     async def wait_ready(self) -> bool:
         await self._ready.wait()

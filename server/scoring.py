@@ -26,9 +26,10 @@ def top_labels(
     names: tuple[str, ...], scores: np.ndarray, similarity: np.ndarray, top_k: int, min_score: float
 ) -> list[dict[str, Any]]:
     """The ``top_k`` best labels of one row, by score, without those under ``min_score``."""
-    k = min(top_k, len(names))
+    count = len(names)
+    k = min(top_k, count)
     # argpartition finds the k best in linear time; only those k get sorted.
-    candidates = np.argpartition(-scores, k - 1)[:k] if k < len(names) else np.arange(len(names))
+    candidates = np.argpartition(scores, count - k)[count - k :] if k < count else np.arange(count)
     ranked = candidates[np.argsort(-scores[candidates], kind="stable")]
     return [
         {"label": names[i], "score": float(scores[i]), "similarity": float(similarity[i])}

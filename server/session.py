@@ -7,6 +7,7 @@ the model worker encodes and scores, ``deliver`` builds the result, ``_send_loop
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -19,6 +20,7 @@ from . import protocol
 from .audio import WindowBuffer, decode_pcm
 from .imaging import decode_frame
 from .protocol import AudioChunk, Config, ErrorCode, Frame, Modality, Ping, ProtocolError
+from .security import SUBPROTOCOL, CloseCode, origin_allowed, presented_token, token_accepted
 from .worker import ItemOutcome, Job, ModelWorker, StreamKey
 
 if TYPE_CHECKING:
@@ -28,6 +30,7 @@ log = logging.getLogger("sensorium.session")
 
 DEFAULT_TOP_K = 5
 OUTBOX_CAPACITY = 256
+ERROR_WINDOW_S = 10.0
 
 _session_ids = itertools.count(1)
 
@@ -39,6 +42,7 @@ class Outbox:
         self._messages: deque[dict[str, Any]] = deque()
         self._capacity = capacity
         self._ready = asyncio.Event()
+        self._empty = asyncio.Event()  # set while the sender waits with nothing to send
 
     def put(self, message: dict[str, Any]) -> dict[str, Any] | None:
         evicted = self._messages.popleft() if len(self._messages) >= self._capacity else None
@@ -48,9 +52,19 @@ class Outbox:
 
     async def get(self) -> dict[str, Any]:
         while not self._messages:
+            self._empty.set()
             self._ready.clear()
             await self._ready.wait()
+        self._empty.clear()
         return self._messages.popleft()
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until every message has been handed to the socket."""
+        try:
+            await asyncio.wait_for(self._empty.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
 
 class Session:
@@ -66,18 +80,25 @@ class Session:
         self.audio_buffers: dict[str, WindowBuffer] = {}
         self.streams: set[StreamKey] = set()
         self.closed = False
+        self._recent_errors: deque[float] = deque()
         self._max_pixels = settings.max_image_pixels
         self._max_chunk_s = settings.max_audio_chunk_seconds
 
     async def run(self) -> None:
-        await self.websocket.accept()
-        if not await self.runtime.wait_ready():
-            await self.websocket.close(code=1011, reason="models failed to load")
+        refusal = self._refusal()
+        offered = self.websocket.scope.get("subprotocols", [])
+        await self.websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        if refusal is not None:
+            # Accept-then-close, so the client sees a close code and reason instead of a bare HTTP 403.
+            await self.websocket.close(*refusal)
             return
         self.runtime.sessions.add(self)
         sender = asyncio.create_task(self._send_loop(), name=f"send-{self.id}")
-        self.send(self.runtime.welcome())
         try:
+            if not await self.runtime.wait_ready():
+                await self.websocket.close(code=1011, reason="models failed to load")
+                return
+            self.send(self.runtime.welcome())
             await self._receive_loop()
         finally:
             self.closed = True
@@ -86,9 +107,31 @@ class Session:
                 worker.queue.discard(self.streams)
             sender.cancel()
 
+    def _refusal(self) -> tuple[int, str] | None:
+        settings = self.runtime.settings
+        headers = self.websocket.headers
+        if not origin_allowed(headers.get("origin"), headers.get("host"), settings.allow_origin):
+            return CloseCode.FORBIDDEN_ORIGIN, f"origin {headers.get('origin')} is not allowed"
+        token = presented_token(
+            headers.get("authorization"), self.websocket.query_params.get("token"),
+            self.websocket.scope.get("subprotocols", []),
+        )  # fmt: skip
+        if not token_accepted(settings.token, token):
+            return CloseCode.UNAUTHORIZED, "a valid token is required"
+        if self.runtime.draining:
+            return CloseCode.GOING_AWAY, "the server is shutting down"
+        if len(self.runtime.sessions) >= settings.max_connections:
+            return CloseCode.TOO_MANY_CONNECTIONS, f"the server is full ({settings.max_connections} connections)"
+        return None
+
     async def _receive_loop(self) -> None:
+        settings = self.runtime.settings
         while True:
-            message = await self.websocket.receive()
+            try:
+                message = await asyncio.wait_for(self.websocket.receive(), settings.idle_timeout)
+            except TimeoutError:
+                await self.close(CloseCode.IDLE, f"no message for {settings.idle_timeout:g} s")
+                return
             if message["type"] == "websocket.disconnect":
                 return
             received = time.perf_counter()
@@ -99,16 +142,32 @@ class Session:
                 await self._handle(protocol.decode_client_message(data), received)
             except ProtocolError as exc:
                 self.send(protocol.error(exc.code, exc.message, exc.seq))
+                if self._misbehaving(received):
+                    await self.close(CloseCode.POLICY, f"more than {settings.max_errors} bad messages in 10 s")
+                    return
+
+    def _misbehaving(self, now: float) -> bool:
+        self._recent_errors.append(now)
+        while self._recent_errors and self._recent_errors[0] < now - ERROR_WINDOW_S:
+            self._recent_errors.popleft()
+        return len(self._recent_errors) > self.runtime.settings.max_errors
+
+    async def close(self, code: int, reason: str) -> None:
+        """Send what is queued, then close."""
+        await self.outbox.drained(timeout=5)
+        self.closed = True
+        with contextlib.suppress(RuntimeError, OSError):
+            await self.websocket.close(code=code, reason=reason)
 
     async def _handle(self, message: protocol.ClientMessage, received: float) -> None:
         if isinstance(message, Frame):
-            worker = self._worker("image", message.seq)
+            worker = self._worker("image", message.stream, message.seq)
             # Decoding a large JPEG takes milliseconds: off the loop, so pings and other clients go on.
             image = await asyncio.to_thread(decode_frame, message, self._max_pixels, self.runtime.image_side)
             decoded = time.perf_counter()
             self._submit(worker, "image", message.stream, message.seq, message.ts, image, received, decoded)
         elif isinstance(message, AudioChunk):
-            worker = self._worker("audio", message.seq)
+            worker = self._worker("audio", message.stream, message.seq)
             # A chunk is at most a few hundred kilobytes; decoding and resampling it takes well under a
             # millisecond, less than handing it to a thread would cost.
             samples = decode_pcm(message, self._max_chunk_s)
@@ -117,7 +176,7 @@ class Session:
             if window is None:
                 return
             if window.skipped:
-                self.dropped["audio", message.stream] += window.skipped
+                self._count_dropped("audio", message.stream, window.skipped)
             self._submit(
                 worker,
                 "audio",
@@ -137,10 +196,19 @@ class Session:
         elif isinstance(message, Ping):
             self.send(protocol.pong(message.ts, time.time()))
 
-    def _worker(self, modality: Modality, seq: int) -> ModelWorker:
+    def _worker(self, modality: Modality, stream: str, seq: int) -> ModelWorker:
+        """The model for an input, once it is known the input can be taken."""
+        self.runtime.metrics.inputs.labels(modality).inc()
         worker = self.runtime.workers.get(modality)
         if worker is None:
             raise ProtocolError(ErrorCode.NOT_SERVED, f"this server does not serve {modality}", seq)
+        if self.runtime.draining:
+            raise ProtocolError(ErrorCode.SHUTTING_DOWN, "the server is shutting down", seq)
+        key = StreamKey(self.id, modality, stream)
+        if key not in self.streams and len(self.streams) >= self.runtime.settings.max_streams:
+            limit = self.runtime.settings.max_streams
+            raise ProtocolError(ErrorCode.TOO_MANY_STREAMS, f"at most {limit} streams per connection", seq)
+        self.streams.add(key)
         return worker
 
     def _audio_buffer(self, stream: str) -> WindowBuffer:
@@ -164,7 +232,6 @@ class Session:
         window_s: float | None = None,
     ) -> None:
         key = StreamKey(self.id, modality, stream)
-        self.streams.add(key)
         worker.submit(
             Job(
                 stream=key,
@@ -183,7 +250,11 @@ class Session:
     # --- called by the model worker, on the event loop ---------------------
 
     def count_dropped(self, job: Job, count: int) -> None:
-        self.dropped[job.stream.modality, job.stream.name] += count
+        self._count_dropped(job.stream.modality, job.stream.name, count)
+
+    def _count_dropped(self, modality: Modality, stream: str, count: int) -> None:
+        self.dropped[modality, stream] += count
+        self.runtime.metrics.dropped.labels(modality).inc(count)
 
     def deliver(self, job: Job, outcome: ItemOutcome) -> None:
         if self.closed:
@@ -200,6 +271,7 @@ class Session:
             "similarity_ms": outcome.similarity_ms,
             "total_ms": round((time.perf_counter() - job.received) * 1000, 3),
         }
+        self.runtime.metrics.observe_result(modality, timings)
         self.send(
             protocol.result(
                 modality=modality,
@@ -217,10 +289,12 @@ class Session:
     # --- sending ------------------------------------------------------------
 
     def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "error":
+            self.runtime.metrics.errors.labels(message["code"]).inc()
         evicted = self.outbox.put(message)
         if evicted is not None and evicted["type"] == "result":
             # A client that does not read loses its oldest results, and learns how many in the next one.
-            self.dropped[evicted["modality"], evicted["stream"]] += 1 + evicted["dropped"]
+            self._count_dropped(evicted["modality"], evicted["stream"], 1 + evicted["dropped"])
 
     async def _send_loop(self) -> None:
         try:

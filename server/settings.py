@@ -28,13 +28,21 @@ class Settings:
     audio_hop: float = 1.0
     audio_window: float = 5.0
     max_batch: int = 8
-    batch_wait_ms: float = 2.0
+    batch_wait_ms: float = 50.0
     label_cache: str = "~/.cache/sensorium/labels"
     max_message_bytes: int = 8 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     max_audio_chunk_seconds: float = 10.0
     max_clip_seconds: float = 600.0
     max_top_k: int = 100
+    max_connections: int = 64
+    max_streams: int = 8
+    idle_timeout: float = 120.0
+    max_errors: int = 50
+    max_labels: int = 10_000
+    max_label_file_bytes: int = 1024 * 1024
+    token: str | None = None
+    allow_origin: tuple[str, ...] = ()
     reload_debounce_ms: int = 200
     log_level: str = "info"
 
@@ -47,6 +55,9 @@ class Settings:
             raise ValueError("--audio-window must be at least --audio-hop and at most 30 seconds")
         if self.max_batch < 1:
             raise ValueError("--max-batch must be at least 1")
+        if self.token is not None and (not self.token or not self.token.isascii() or not self.token.isprintable()
+                                       or any(c in self.token for c in " ,;\"")):  # fmt: skip
+            raise ValueError("--token must be printable ASCII without spaces, commas, semicolons or quotes")
 
     @property
     def serves_image(self) -> bool:

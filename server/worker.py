@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
@@ -85,11 +86,20 @@ class FutureSink:
 class LatestWinsQueue:
     """At most one waiting job per stream, handed out oldest stream first (round robin)."""
 
+    ACTIVE_S = 2.0  # a stream that sent within this long is expected to send again
+
     def __init__(self) -> None:
         self._waiting: dict[StreamKey, Job] = {}
         self._ready = asyncio.Event()
+        self._last_seen: dict[StreamKey, float] = {}
+
+    def active_streams(self, now: float) -> int:
+        for stream in [s for s, seen in self._last_seen.items() if seen < now - self.ACTIVE_S]:
+            del self._last_seen[stream]
+        return len(self._last_seen)
 
     def put(self, job: Job) -> None:
+        self._last_seen[job.stream] = job.enqueued
         replaced = self._waiting.pop(job.stream, None)
         if replaced is not None:
             replaced.sink.count_dropped(replaced, 1)
@@ -98,14 +108,19 @@ class LatestWinsQueue:
         self._ready.set()
 
     async def take(self, limit: int, wait_s: float = 0.0) -> list[Job]:
-        """Up to ``limit`` jobs. With several waiting but fewer than ``limit``, wait up to ``wait_s`` for
-        more, so concurrent clients share model calls; a lone job never waits."""
+        """Up to ``limit`` jobs. While other recently active streams have nothing waiting, wait up to
+        ``wait_s`` for their next input, so concurrent clients share model calls; the input of a lone
+        stream never waits."""
         while not self._waiting:
             self._ready.clear()
             await self._ready.wait()
-        if wait_s > 0 and 1 < len(self._waiting) < limit:
-            deadline = time.perf_counter() + wait_s
-            while len(self._waiting) < limit and (remaining := deadline - time.perf_counter()) > 0:
+        now = time.perf_counter()
+        if wait_s > 0 and len(self._waiting) < min(limit, self.active_streams(now)):
+            deadline = now + wait_s
+            while (
+                len(self._waiting) < min(limit, self.active_streams(time.perf_counter()))
+                and (remaining := deadline - time.perf_counter()) > 0
+            ):
                 self._ready.clear()
                 try:
                     await asyncio.wait_for(self._ready.wait(), remaining)
@@ -117,6 +132,7 @@ class LatestWinsQueue:
     def discard(self, streams: set[StreamKey]) -> None:
         for stream in streams:
             self._waiting.pop(stream, None)
+            self._last_seen.pop(stream, None)
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -125,11 +141,20 @@ class LatestWinsQueue:
 class ModelWorker:
     """Runs one model on its own thread, so the event loop keeps serving while it computes."""
 
-    def __init__(self, encoder: Encoder, labels: LabelSource, max_batch: int, batch_wait_ms: float = 0.0) -> None:
+    def __init__(
+        self,
+        encoder: Encoder,
+        labels: LabelSource,
+        max_batch: int,
+        batch_wait_ms: float = 0.0,
+        observe_batch: Callable[[float], None] | None = None,
+    ) -> None:
         self.encoder = encoder
         self.labels = labels  # read at batch time, so a reload applies from the next batch
         self.max_batch = max_batch
         self.batch_wait_s = batch_wait_ms / 1000
+        self.observe_batch = observe_batch or (lambda size: None)
+        self.busy = 0  # inputs inside the model now
         self.queue = LatestWinsQueue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{encoder.modality}")
 
@@ -143,7 +168,12 @@ class ModelWorker:
             label_set = self.labels.current
             assert label_set is not None  # workers start after the first load
             started = time.perf_counter()
-            outcomes = await loop.run_in_executor(self._executor, self._infer, jobs, label_set, started)
+            self.observe_batch(len(jobs))
+            self.busy = len(jobs)
+            try:
+                outcomes = await loop.run_in_executor(self._executor, self._infer, jobs, label_set, started)
+            finally:
+                self.busy = 0
             for job, outcome in zip(jobs, outcomes, strict=True):
                 job.sink.deliver(job, outcome)
 

@@ -63,26 +63,37 @@ def test_take_waits_for_work_and_discard_forgets_a_session():
     asyncio.run(scenario())
 
 
-def test_batch_wait_gathers_more_but_a_lone_job_never_waits():
+def test_batch_wait_gathers_the_other_active_streams_but_a_lone_stream_never_waits():
     async def scenario():
+        loop = asyncio.get_running_loop()
         sink = Recorder()
         queue = LatestWinsQueue()
         queue.put(job(sink, 1, 0))
-        started = asyncio.get_running_loop().time()
+        started = loop.time()
         assert len(await queue.take(8, wait_s=1.0)) == 1
-        assert asyncio.get_running_loop().time() - started < 0.5  # alone: no wait
+        assert loop.time() - started < 0.5  # the only active stream: no wait
+
+        for session in (2, 3, 4):  # four streams are active now
+            queue.put(job(sink, session, 0))
+        assert len(await queue.take(8, wait_s=0.01)) == 3
 
         queue.put(job(sink, 1, 1))
-        queue.put(job(sink, 2, 0))
+        queue.put(job(sink, 2, 1))
 
         async def late_arrivals():
             await asyncio.sleep(0.05)
-            queue.put(job(sink, 3, 0))
-            queue.put(job(sink, 4, 0))
+            queue.put(job(sink, 3, 1))
+            queue.put(job(sink, 4, 1))
 
         arrivals = asyncio.create_task(late_arrivals())
-        batch = await queue.take(4, wait_s=1.0)
+        batch = await queue.take(8, wait_s=1.0)
         await arrivals
-        assert sorted(j.stream.session for j in batch) == [1, 2, 3, 4]  # waited for a full batch
+        assert sorted(j.stream.session for j in batch) == [1, 2, 3, 4]  # waited for the other active streams
+
+        for session in (1, 2, 3, 4):
+            queue.put(job(sink, session, 2))
+        started = loop.time()
+        assert len(await queue.take(8, wait_s=1.0)) == 4
+        assert loop.time() - started < 0.5  # every active stream has its input in: no wait
 
     asyncio.run(scenario())

@@ -1,0 +1,491 @@
+"""``sensorium bench``: what the model allows, and what the server delivers of it, in one run.
+
+1. the limit: raw model forward at batch 1, 2, 4, 8;
+2. the server end to end over loopback with 1, 2, 4, 8 clients, each as fast as its in-flight window allows;
+3. label reload time for 10, 100, 1000 labels, and a one-label edit;
+4. similarity + top-k for 1k, 10k, 100k labels;
+5. the same model and end-to-end figures for audio windows.
+
+Without model flags it times random-weight models of the real architectures (ViT-B-32, HTSAT CLAP),
+written by ``sensorium dev-models``: timings do not depend on the weights. It prints a table, writes
+JSON and, with matplotlib installed, a PNG plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clients.ledger import percentile
+
+BATCHES = (1, 2, 4, 8)
+CLIENTS = (1, 2, 4, 8)
+LABEL_COUNTS = (10, 100, 1000)
+SIMILARITY_COUNTS = (1_000, 10_000, 100_000)
+TARGETS = {
+    "e2e_p50_vs_forward_1": 1.15,
+    "throughput_8_vs_best_forward": 0.85,
+    "p99_vs_p50_at_8": 3.0,
+    "reload_1000_s": 5.0,
+    "one_label_edit_s": 0.3,
+    "similarity_100k_ms": 10.0,
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image-model", help="open_clip model to time (default: random-weight --image-arch)")
+    parser.add_argument("--image-pretrained", help="pretrained tag or file for a built-in --image-model")
+    parser.add_argument("--image-arch", default="ViT-B-32", help="architecture of the random-weight image model")
+    parser.add_argument("--audio-model", help="CLAP checkpoint to time (default: random-weight --audio-arch)")
+    parser.add_argument("--audio-arch", default="htsat", choices=("htsat", "tiny"))
+    parser.add_argument("--no-audio", action="store_true", help="time images only")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--seconds", type=float, default=8.0, help="seconds per client count (default %(default)s)")
+    parser.add_argument("--inflight", type=int, default=2, help="frames or windows each client keeps in flight")
+    parser.add_argument("--batch-wait-ms", type=float, default=None, help="the server's --batch-wait-ms")
+    parser.add_argument("--parts", default="forward,server,reload,similarity", help="which parts to run (default: all)")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="folder for bench.json and bench.png")
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    report: dict[str, Any] = {"machine": machine(), "inflight": args.inflight}
+    with tempfile.TemporaryDirectory() as scratch:
+        image_model, audio_model = prepare_models(args, Path(scratch))
+        report["image"] = bench_modality("image", image_model, args, Path(scratch))
+        if not args.no_audio:
+            report["audio"] = bench_modality("audio", audio_model, args, Path(scratch))
+    report["targets"] = check_targets(report)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(report, indent=2))
+    print(render_table(report))
+    plotted = plot(report, args.out / "bench.png")
+    print(f"\nwrote {args.out / 'bench.json'}" + (f" and {args.out / 'bench.png'}" if plotted else ""))
+    return 0
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def prepare_models(args: argparse.Namespace, scratch: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    from .devmodels import write_clap, write_open_clip
+
+    if args.image_model:
+        image = {"model": args.image_model, "pretrained": args.image_pretrained}
+    else:
+        image = {"model": f"local-dir:{write_open_clip(scratch / 'image', args.image_arch)}", "pretrained": None}
+    audio: dict[str, Any] = {}
+    if not args.no_audio:
+        audio = {"model": args.audio_model or str(write_clap(scratch / "audio", args.audio_arch))}
+    return image, audio
+
+
+# --- one modality ------------------------------------------------------------------------------
+
+
+def bench_modality(modality: str, model: dict[str, Any], args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+    from .encoders import resolve_device
+
+    device = resolve_device(args.device)
+    if modality == "image":
+        from .clip import ClipEncoder
+
+        encoder: Any = ClipEncoder.load(model["model"], model["pretrained"], device)
+        sample: Any = camera_frame()
+    else:
+        from .clap import ClapEncoder
+
+        encoder = ClapEncoder.load(model["model"], device)
+        sample = np.random.default_rng(0).normal(0, 0.1, encoder.sample_rate * 5).astype(np.float32)
+    print(f"{modality}: {encoder.name} on {device}", file=sys.stderr)
+    out: dict[str, Any] = {"model": encoder.name, "device": device}
+    parts = set(args.parts.split(","))
+    if "forward" in parts:
+        out["forward"] = [time_forward(encoder, sample, batch) for batch in BATCHES]
+    if "similarity" in parts:
+        out["similarity"] = [time_similarity(n, encoder) for n in SIMILARITY_COUNTS]
+    if "reload" in parts:
+        out["reload"] = time_reloads(encoder, modality)
+    if "server" in parts:
+        out["server"] = time_server(modality, model, args, scratch)
+    return out
+
+
+def camera_frame() -> np.ndarray:
+    """A 640x480 picture with some structure, decoded from JPEG like a webcam frame."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 255, (60, 80, 3), np.uint8)
+    picture = Image.fromarray(small).resize((640, 480), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    picture.save(buffer, "JPEG", quality=80)
+    return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+def timed(fn: Any, min_runs: int = 5, min_seconds: float = 1.5) -> list[float]:
+    fn()  # warm-up
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < min_runs or time.perf_counter() - started < min_seconds:
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+        if len(times) >= 200:
+            break
+    return times
+
+
+def time_forward(encoder: Any, sample: Any, batch: int) -> dict[str, float]:
+    prepared = encoder.prepare([sample] * batch)
+    prepare_ms = timed(lambda: encoder.prepare([sample] * batch), min_runs=3, min_seconds=0.5)
+    times = timed(lambda: encoder.encode(prepared))
+    p50 = percentile(times, 50)
+    return {
+        "batch": batch,
+        "p50_ms": round(p50, 2),
+        "per_item_ms": round(p50 / batch, 2),
+        "items_per_s": round(1000 * batch / p50, 2),
+        "preprocess_per_item_ms": round(percentile(prepare_ms, 50) / batch, 3),
+    }
+
+
+def time_similarity(count: int, encoder: Any) -> dict[str, float]:
+    from .scoring import normalize_rows, similarities, softmax_scores, top_labels
+
+    rng = np.random.default_rng(0)
+    dim = encoder.encode_text(["a"]).shape[1]
+    matrix = normalize_rows(rng.normal(size=(count, dim)).astype(np.float32))
+    names = tuple(f"label {i}" for i in range(count))
+
+    def batch_of(size: int) -> float:
+        """Scoring as the worker does it: one matrix product for the batch, then top-k row by row."""
+        embeddings = normalize_rows(rng.normal(size=(size, dim)).astype(np.float32))
+
+        def once() -> None:
+            similarity = similarities(embeddings, matrix)
+            scores = softmax_scores(similarity, 100.0)
+            for row in range(size):
+                top_labels(names, scores[row], similarity[row], 5, 0.0)
+
+        return percentile(timed(once, min_runs=20, min_seconds=0.5), 50) / size
+
+    return {"labels": count, "p50_ms": round(batch_of(1), 3), "per_frame_at_batch_8_ms": round(batch_of(8), 3)}
+
+
+def time_reloads(encoder: Any, modality: str) -> dict[str, Any]:
+    from .labelsets import EmbeddingCache, LabelSource
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "labels.txt"
+        for count in LABEL_COUNTS:
+            path.write_text("\n".join(f"{modality} thing {count}-{i}" for i in range(count)))
+            source = LabelSource(modality, path, encoder, EmbeddingCache(), lambda m: None, 0)  # type: ignore[arg-type]
+            started = time.perf_counter()
+            source.load_now()
+            out[f"labels_{count}_s"] = round(time.perf_counter() - started, 3)
+        # one edit to the 1000-label file, through the same reload path the file watcher takes
+        lines = path.read_text().splitlines()
+        lines[500] = f"{modality} thing edited"
+        path.write_text("\n".join(lines))
+
+        async def reload() -> float:
+            started = time.perf_counter()
+            await source.reload()
+            return time.perf_counter() - started
+
+        out["one_label_edit_s"] = round(asyncio.run(reload()), 3)
+        source.close()
+    if modality == "image" and hasattr(encoder, "_can_cut_tokens") and encoder._can_cut_tokens():
+        out.update(time_stock_text(encoder, [f"{modality} thing {i} in a photo" for i in range(1000)]))
+    return out
+
+
+def time_stock_text(encoder: Any, prompts: list[str]) -> dict[str, float]:
+    """open_clip's stock encode_text (every prompt padded to 77 tokens) against the cut one, same prompts."""
+    import torch
+
+    started = time.perf_counter()
+    fast = encoder.encode_text(prompts)
+    cut_s = time.perf_counter() - started
+    started = time.perf_counter()
+    with torch.inference_mode():
+        stock = torch.cat(
+            [
+                encoder.model.encode_text(encoder.tokenizer(prompts[i : i + 256]).to(encoder.device), normalize=True)
+                for i in range(0, len(prompts), 256)
+            ]
+        )
+    stock_s = time.perf_counter() - started
+    return {
+        "text_1000_cut_s": round(cut_s, 3),
+        "text_1000_stock_s": round(stock_s, 3),
+        "text_cut_max_abs_diff": float(np.abs(fast - stock.float().cpu().numpy()).max()),
+    }
+
+
+# --- the server, end to end ------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def time_server(modality: str, model: dict[str, Any], args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
+    port = free_port()
+    command = [sys.executable, "-m", "server", "--port", str(port), "--device", args.device, "--label-cache", ""]
+    if args.batch_wait_ms is not None:
+        command += ["--batch-wait-ms", str(args.batch_wait_ms)]
+    if modality == "image":
+        command += ["--no-audio", "--image-model", model["model"]]
+        if model.get("pretrained"):
+            command += ["--image-pretrained", model["pretrained"]]
+    else:
+        command += ["--no-image", "--audio-model", model["model"]]
+    log = open(scratch / f"server-{modality}.log", "w")  # noqa: SIM115 - closed below, after the process
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(port, server)
+        return [asyncio.run(drive_clients(modality, port, n, args.seconds, args.inflight)) for n in CLIENTS]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def wait_healthy(port: int, server: subprocess.Popen[bytes]) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError("the server exited during start-up; see its log")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as reply:
+                if json.load(reply)["status"] == "ok":
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise TimeoutError("the server did not become ready")
+
+
+async def drive_clients(modality: str, port: int, clients: int, seconds: float, inflight: int) -> dict[str, Any]:
+    from clients.client import SensoriumClient
+    from clients.ledger import Result
+
+    url = f"ws://127.0.0.1:{port}/ws"
+    jpeg = _jpeg(camera_frame())
+    hop_pcm = (np.random.default_rng(1).normal(0, 0.1, 48_000) * 32767).astype("<i2").tobytes()
+
+    async def one(index: int) -> SensoriumClient:
+        client = SensoriumClient(url, connect_timeout=30)
+        await client.start()
+        stream = f"s{index}"
+        consumer = asyncio.create_task(_drain(client, Result))
+        deadline = time.monotonic() + seconds
+        seq = 0
+        while time.monotonic() < deadline:
+            if modality == "image":
+                if await client.wait_for_slot("image", stream, inflight, timeout=1):
+                    await client.send_frame(jpeg, seq, stream=stream)
+                    seq += 1
+            else:
+                # one hop of audio per message, at most two windows ahead of the results
+                def ahead(sent: int = seq) -> bool:
+                    return sent - client.ledger.results - client.ledger.dropped < inflight
+
+                if await client.wait_until(ahead, timeout=1):
+                    await client.send_audio(hop_pcm, seq, 48_000, stream=stream)
+                    seq += 1
+        await client.wait_until(lambda: False, timeout=1.0)  # let the last answers in
+        await client.close()
+        await consumer
+        return client
+
+    started = time.monotonic()
+    done = await asyncio.gather(*(one(i) for i in range(clients)))
+    elapsed = time.monotonic() - started
+    round_trips = [rt for c in done for rt in c.ledger.round_trips]
+    results = [c.ledger.results for c in done]
+    return {
+        "clients": clients,
+        "results_per_s": round(sum(results) / elapsed, 2),
+        "per_client_results_per_s": round(sum(results) / elapsed / clients, 2),
+        "p50_ms": round(percentile(round_trips, 50), 1),
+        "p95_ms": round(percentile(round_trips, 95), 1),
+        "p99_ms": round(percentile(round_trips, 99), 1),
+        "dropped": sum(c.ledger.dropped for c in done),
+        "stage_p50_ms": {
+            stage: round(percentile([v for c in done for v in c.ledger.stages[stage]], 50), 2)
+            for stage in done[0].ledger.stages
+            if any(c.ledger.stages[stage] for c in done)
+        },
+    }
+
+
+async def _drain(client: Any, result_type: type) -> None:
+    async for _ in client.events():
+        pass
+
+
+def _jpeg(picture: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, "JPEG", quality=80)
+    return buffer.getvalue()
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def check_targets(report: dict[str, Any]) -> dict[str, Any]:
+    image = report["image"]
+    if not all(part in image for part in ("forward", "server", "reload", "similarity")):
+        return {}  # a partial run (--parts) cannot be held to the targets
+    forward = {f["batch"]: f for f in image["forward"]}
+    server = {s["clients"]: s for s in image["server"]}
+    best = max(f["items_per_s"] for f in image["forward"])
+    similarity = {s["labels"]: s for s in image["similarity"]}
+    ratios = {
+        "e2e_p50_vs_forward_1": server[1]["p50_ms"] / forward[1]["p50_ms"],
+        "throughput_8_vs_best_forward": server[8]["results_per_s"] / best,
+        "p99_vs_p50_at_8": server[8]["p99_ms"] / server[8]["p50_ms"],
+        "reload_1000_s": image["reload"]["labels_1000_s"],
+        "one_label_edit_s": image["reload"]["one_label_edit_s"],
+        "similarity_100k_ms": similarity[100_000]["per_frame_at_batch_8_ms"],
+    }
+    at_least = {"throughput_8_vs_best_forward"}
+    return {
+        name: {
+            "value": round(value, 3),
+            "target": TARGETS[name],
+            "met": value >= TARGETS[name] if name in at_least else value <= TARGETS[name],
+        }
+        for name, value in ratios.items()
+    }
+
+
+def render_table(report: dict[str, Any]) -> str:
+    lines = [f"machine: {report['machine']}"]
+    for modality in ("image", "audio"):
+        if modality in report:
+            lines += _modality_tables(modality, report[modality], report.get("inflight", 2))
+    if report["targets"]:
+        lines += ["", "targets (image)", ""]
+        rows = []
+        for name, target in report["targets"].items():
+            goal = ("≥ " if name.startswith("throughput") else "≤ ") + str(target["target"])
+            rows.append([name, target["value"], goal, "yes" if target["met"] else "NO"])
+        lines += _table(["target", "value", "goal", "met"], rows)
+    return "\n".join(lines)
+
+
+def _modality_tables(modality: str, part: dict[str, Any], inflight: int) -> list[str]:
+    lines = ["", f"## {modality}: {part['model']} on {part['device']}"]
+    if "forward" in part:
+        lines += ["", "model forward (the limit)", ""]
+        lines += _table(
+            ["batch", "p50 ms", "ms/item", "items/s", "preprocess ms/item"],
+            [[f["batch"], f["p50_ms"], f["per_item_ms"], f["items_per_s"], f["preprocess_per_item_ms"]]
+             for f in part["forward"]],
+        )  # fmt: skip
+    if "server" in part:
+        lines += ["", f"server end to end over loopback (each client: at most {inflight} in flight)", ""]
+        lines += _table(
+            ["clients", "results/s", "per client/s", "p50 ms", "p95 ms", "p99 ms", "dropped"],
+            [[s["clients"], s["results_per_s"], s["per_client_results_per_s"], s["p50_ms"], s["p95_ms"],
+              s["p99_ms"], s["dropped"]] for s in part["server"]],
+        )  # fmt: skip
+        lines += ["", "per-stage server latency, 1 client, p50 (ms)", ""]
+        stages = part["server"][0]["stage_p50_ms"]
+        lines += _table([name.removesuffix("_ms") for name in stages], [list(stages.values())])
+    if "reload" in part:
+        reload = part["reload"]
+        rows = [[n, reload[f"labels_{n}_s"]] for n in LABEL_COUNTS] + [["1000, one edited", reload["one_label_edit_s"]]]
+        if "text_1000_stock_s" in reload:
+            rows.append(["1000, text tower at a fixed 77 tokens (stock open_clip)", reload["text_1000_stock_s"]])
+            rows.append(["1000, text tower cut to the longest prompt (ours)", reload["text_1000_cut_s"]])
+        lines += ["", "label reload (cold cache, seconds)", "", *_table(["labels", "seconds"], rows)]
+    if "similarity" in part:
+        lines += ["", "similarity + softmax + top-5 (ms per input)", ""]
+        lines += _table(
+            ["labels", "batch of 1", "in a batch of 8"],
+            [[s["labels"], s["p50_ms"], s["per_frame_at_batch_8_ms"]] for s in part["similarity"]],
+        )
+    return lines
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    out += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return out
+
+
+def plot(report: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib is not installed: no plot; pip install matplotlib)", file=sys.stderr)
+        return False
+    modalities = [m for m in ("image", "audio") if m in report]
+    figure, axes = plt.subplots(len(modalities), 2, figsize=(11, 4 * len(modalities)), squeeze=False)
+    for row, modality in enumerate(modalities):
+        part = report[modality]
+        clients = [s["clients"] for s in part["server"]]
+        latency, throughput = axes[row]
+        for key, style in (("p50_ms", "o-"), ("p95_ms", "s--"), ("p99_ms", "^:")):
+            latency.plot(clients, [s[key] for s in part["server"]], style, label=key.removesuffix("_ms"))
+        latency.axhline(part["forward"][0]["p50_ms"], color="gray", linestyle="-.", label="model forward, batch 1")
+        latency.set(title=f"{modality}: latency", xlabel="clients", ylabel="ms", xticks=clients)
+        latency.legend()
+        throughput.plot(clients, [s["results_per_s"] for s in part["server"]], "o-", label="server results/s")
+        best = max(f["items_per_s"] for f in part["forward"])
+        throughput.axhline(best, color="gray", linestyle="-.", label="model limit (best batched forward)")
+        throughput.set(title=f"{modality}: throughput", xlabel="clients", ylabel="results/s", xticks=clients)
+        throughput.set_ylim(bottom=0)
+        throughput.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sensorium bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
