@@ -221,6 +221,7 @@ def serve(settings: Settings) -> int:
     import uvicorn
 
     from .app import create_app
+    from .drain import DrainingServer
 
     # Libraries log chatty INFO lines on the root logger; show theirs from WARNING, ours at the chosen level.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -243,7 +244,7 @@ def serve(settings: Settings) -> int:
         ws_max_size=settings.max_message_bytes,
         lifespan="on",
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, app.state.runtime)
     server.run()
     if exit_code:
         print(f"sensorium: {app.state.runtime.error}", file=sys.stderr)

@@ -117,6 +117,8 @@ class HttpApi:
             try:
                 if self.runtime.state != "ok":
                     raise ApiError("loading", f"the server is {self.runtime.state}; try again shortly")
+                if self.runtime.draining:
+                    raise ApiError(ErrorCode.SHUTTING_DOWN, "the server is shutting down", status=503)
                 body = await handler(request)
             except ApiError as exc:
                 return _error(exc.status, exc.code, exc.message)

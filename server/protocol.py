@@ -40,6 +40,7 @@ class ErrorCode:
     INFERENCE_FAILED = "inference_failed"
     TOO_MANY_STREAMS = "too_many_streams"
     SHUTTING_DOWN = "shutting_down"
+    INTERNAL = "internal_error"
 
 
 class ProtocolError(Exception):
@@ -95,8 +96,8 @@ ClientMessage = Frame | AudioChunk | Config | Ping
 def decode_client_message(data: bytes) -> ClientMessage:
     """Parse one binary WebSocket message from a client, or raise ProtocolError."""
     try:
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
+        obj = msgpack.unpackb(data, raw=False)
+    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError, TypeError) as exc:
         raise ProtocolError(ErrorCode.BAD_MSGPACK, f"message is not valid msgpack: {exc}") from exc
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "message must be a msgpack map")

@@ -16,7 +16,7 @@ from . import __version__
 from .encoders import Encoder, load_encoders
 from .hub import ModelUnavailable
 from .labels import LabelFileError
-from .labelsets import EmbeddingCache, LabelSet, LabelSource
+from .labelsets import EmbeddingCache, LabelLimits, LabelSet, LabelSource
 from .metrics import Metrics
 from .protocol import Modality
 from .security import CloseCode
@@ -66,11 +66,13 @@ class Runtime:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._request_ids = itertools.count(1)
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     # --- lifecycle ------------------------------------------------------------
 
     async def start(self) -> None:
         """Begin loading in the background; the server answers /health meanwhile."""
+        self.loop = asyncio.get_running_loop()
         self._tasks.append(asyncio.create_task(self._load_and_serve(), name="load-models"))
 
     async def _load_and_serve(self) -> None:
@@ -104,7 +106,16 @@ class Runtime:
             if kept := self.cache.load(encoder.identity):
                 log.info("%s: %d prompt embeddings from the label cache", modality, kept)
             path = find_label_file(paths[modality], f"{modality}.txt")
-            source = LabelSource(modality, path, encoder, self.cache, self.broadcast, self.settings.reload_debounce_ms)
+            source = LabelSource(
+                modality,
+                path,
+                encoder,
+                self.cache,
+                self.broadcast,
+                self.settings.reload_debounce_ms,
+                limits=LabelLimits(self.settings.max_labels, self.settings.max_label_file_bytes),
+                metrics=self.metrics,
+            )
             try:
                 label_set = source.load_now()
             except LabelFileError as exc:

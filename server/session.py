@@ -145,6 +145,9 @@ class Session:
                 if self._misbehaving(received):
                     await self.close(CloseCode.POLICY, f"more than {settings.max_errors} bad messages in 10 s")
                     return
+            except Exception:  # a bug met by one message must not end the connection or go unseen
+                log.exception("client %d: unexpected failure handling a message", self.id)
+                self.send(protocol.error(ErrorCode.INTERNAL, "the server failed on this message; see its log"))
 
     def _misbehaving(self, now: float) -> bool:
         self._recent_errors.append(now)
