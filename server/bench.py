@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-audio", action="store_true", help="time images only")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--seconds", type=float, default=8.0, help="seconds per client count (default %(default)s)")
-    parser.add_argument("--inflight", type=int, default=2, help="frames or windows each client keeps in flight")
+    parser.add_argument(
+        "--inflight",
+        type=int,
+        default=1,
+        help="inputs each client keeps in flight (default %(default)s: latency without queueing behind itself; "
+        "2 is what the webcam client uses, trading latency for throughput)",
+    )
     parser.add_argument("--batch-wait-ms", type=float, default=None, help="the server's --batch-wait-ms")
     parser.add_argument("--parts", default="forward,server,reload,similarity", help="which parts to run (default: all)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="folder for bench.json and bench.png")
@@ -202,14 +209,14 @@ def time_reloads(encoder: Any, modality: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "labels.txt"
         for count in LABEL_COUNTS:
-            path.write_text("\n".join(f"{modality} thing {count}-{i}" for i in range(count)))
+            path.write_text("\n".join(realistic_labels(count, salt=str(count))))
             source = LabelSource(modality, path, encoder, EmbeddingCache(), lambda m: None, 0)  # type: ignore[arg-type]
             started = time.perf_counter()
             source.load_now()
             out[f"labels_{count}_s"] = round(time.perf_counter() - started, 3)
         # one edit to the 1000-label file, through the same reload path the file watcher takes
         lines = path.read_text().splitlines()
-        lines[500] = f"{modality} thing edited"
+        lines[500] = "freshly edited label"
         path.write_text("\n".join(lines))
 
         async def reload() -> float:
@@ -220,8 +227,33 @@ def time_reloads(encoder: Any, modality: str) -> dict[str, Any]:
         out["one_label_edit_s"] = round(asyncio.run(reload()), 3)
         source.close()
     if modality == "image" and hasattr(encoder, "_can_cut_tokens") and encoder._can_cut_tokens():
-        out.update(time_stock_text(encoder, [f"{modality} thing {i} in a photo" for i in range(1000)]))
+        out.update(time_stock_text(encoder, [f"a photo of a {label}." for label in realistic_labels(1000, "stock")]))
     return out
+
+
+def realistic_labels(count: int, salt: str) -> list[str]:
+    """Distinct labels shaped like the shipped ones ("red golden retriever"): two to four words."""
+    nouns = [line.split("=")[0].strip() for line in _shipped_labels() if line.strip()]
+    adjectives = ["red", "small", "old", "wet", "bright", "dark", "wooden", "striped", "blue", "plastic",
+                  "broken", "shiny", "green", "tiny", "big", "white", "black", "metal", "soft", "empty"]  # fmt: skip
+    rng = np.random.default_rng(zlib.crc32(salt.encode()))
+    labels: list[str] = []
+    seen: set[str] = set()
+    while len(labels) < count:
+        label = f"{adjectives[rng.integers(len(adjectives))]} {nouns[rng.integers(len(nouns))]}"
+        if label not in seen:
+            seen.add(label)
+            labels.append(label)
+    return labels
+
+
+def _shipped_labels() -> list[str]:
+    from .runtime import BUNDLED_LABELS
+
+    path = BUNDLED_LABELS / "image.txt"
+    if not path.exists():
+        return ["dog", "cat", "car", "person", "tree", "cup", "chair", "phone", "bird", "book"]
+    return [line for line in path.read_text().splitlines() if line.strip() and not line.startswith(("#", "@"))]
 
 
 def time_stock_text(encoder: Any, prompts: list[str]) -> dict[str, float]:
