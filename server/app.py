@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 from . import http_api
@@ -19,6 +21,8 @@ from .runtime import Runtime
 from .security import TokenGate
 from .session import Session
 from .settings import Settings
+
+STATIC = Path(__file__).resolve().parent / "static"
 
 
 def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None) -> Starlette:
@@ -43,11 +47,16 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
     async def openapi(request: Request) -> JSONResponse:
         return JSONResponse(openapi_schema())
 
+    async def dashboard(request: Request) -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
     async def metrics(request: Request) -> Response:
         return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     app = Starlette(
         routes=[
+            Route("/", dashboard),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
             Route("/health", health),
             Route("/openapi.json", openapi),
             Route("/metrics", metrics),
@@ -55,7 +64,8 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
             *http_api.routes(runtime),
         ],
         lifespan=lifespan,
-        middleware=[Middleware(TokenGate, token=settings.token, open_paths=frozenset({"/health"}))],
+        # The page and its static files carry no secrets; the page itself brings the token to the API.
+        middleware=[Middleware(TokenGate, token=settings.token, open_paths=frozenset({"/health", "/"}))],
     )
     app.state.runtime = runtime
     return app

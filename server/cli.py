@@ -56,6 +56,11 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     labels.add_argument("--image-labels", type=Path, default=d.image_labels, help="default %(default)s")
     labels.add_argument("--audio-labels", type=Path, default=d.audio_labels, help="default %(default)s")
     labels.add_argument(
+        "--allow-label-edits",
+        action="store_true",
+        help="let the dashboard (and PUT /v1/labels/MODALITY) rewrite the label files",
+    )
+    labels.add_argument(
         "--label-cache",
         default=d.label_cache,
         help="folder for label embeddings kept across restarts, per model and weights; '' turns it off "

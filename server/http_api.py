@@ -61,6 +61,7 @@ def routes(runtime: Runtime) -> list[Route]:
         Route("/v1/embed/audio", api.endpoint(api.embed_audio), methods=["POST"]),
         Route("/v1/embed/text", api.endpoint(api.embed_text), methods=["POST"]),
         Route("/v1/labels", api.endpoint(api.labels), methods=["GET"]),
+        Route("/v1/labels/{modality}", api.endpoint(api.edit_labels), methods=["PUT"]),
     ]
 
 
@@ -223,12 +224,30 @@ class HttpApi:
                 "count": len(current.names),
                 "path": str(source.path),
                 "error": source.last_error,
+                "editable": self.runtime.settings.allow_label_edits,
+                "text": source.text(),
+                "history": source.history,
                 "labels": [
                     {"label": name, "prompts": list(prompts)}
                     for name, prompts in zip(current.names, current.prompts, strict=True)
                 ],
             }
         return out
+
+    async def edit_labels(self, request: Request) -> dict[str, Any]:
+        if not self.runtime.settings.allow_label_edits:
+            raise ApiError("forbidden", "label editing is off: start the server with --allow-label-edits", 403)
+        modality = request.path_params["modality"]
+        if modality not in ("image", "audio"):
+            raise ApiError(ErrorCode.BAD_FIELD, "the modality is image or audio", 404)
+        source = self._source(modality)
+        from .labels import LabelFileError
+
+        try:
+            await asyncio.to_thread(source.write, await self._read_body(request))
+        except LabelFileError as exc:
+            raise ApiError(ErrorCode.BAD_FIELD, f"labels not saved: {exc}") from None
+        return {"saved": str(source.path), "reload": "the server reloads the file in a second or two"}
 
     # --- pieces -------------------------------------------------------------------------
 

@@ -149,6 +149,7 @@ class LabelSource:
         self.debounce_ms = debounce_ms
         self.current: LabelSet | None = None
         self.last_error: str | None = None
+        self.history: list[dict[str, float]] = []  # one entry per successful load: the dashboard's scaling chart
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"labels-{modality}")
         self._lock = asyncio.Lock()
 
@@ -217,6 +218,24 @@ class LabelSource:
         matrix, _ = embed_labels(self.encoder, parsed, self.cache)
         return matrix
 
+    def text(self) -> str:
+        """The file as it is now ('' when it cannot be read), for an editor."""
+        try:
+            return self.path.read_bytes().decode("utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    def write(self, data: bytes) -> None:
+        """Replace the file (checked first, then written beside it and renamed over it); the watcher reloads it."""
+        if len(data) > self.limits.max_file_bytes:
+            raise LabelFileError(f"{len(data)} bytes is over the limit of {self.limits.max_file_bytes}")
+        parsed = parse_label_bytes(data, DEFAULT_TEMPLATES[self.modality])
+        if len(parsed.labels) > self.limits.max_labels:
+            raise LabelFileError(f"{len(parsed.labels)} labels is over the limit of {self.limits.max_labels}")
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        temporary.write_bytes(data)
+        os.replace(temporary, self.path)
+
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -241,6 +260,14 @@ class LabelSource:
         started = time.perf_counter()
         matrix, new_prompts = embed_labels(self.encoder, parsed, self.cache)
         encode_ms = (time.perf_counter() - started) * 1000
+        if version > 0:  # not for ad-hoc sets
+            entry = {
+                "version": version,
+                "count": len(parsed.labels),
+                "new_prompts": new_prompts,
+                "encode_ms": encode_ms,
+            }
+            self.history = [*self.history[-199:], entry]
         return LabelSet(
             modality=self.modality,
             version=version,

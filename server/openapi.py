@@ -195,8 +195,28 @@ def openapi_schema() -> dict[str, Any]:
             },
             "/v1/labels": {
                 "get": {
-                    "summary": "The current label sets, with versions and prompts",
+                    "summary": "The current label sets, with versions, prompts, the files' text and reload history",
                     "responses": {"200": {"description": "per modality", **_json("Labels")}},
+                }
+            },
+            "/v1/labels/{modality}": {
+                "put": {
+                    "summary": "Replace a label file (only with --allow-label-edits); hot reload applies it",
+                    "parameters": [
+                        {
+                            "name": "modality",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "enum": ["image", "audio"]},
+                        },
+                    ],
+                    "requestBody": {"required": True, "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    "responses": {
+                        "200": {"description": "written; the reload follows"},
+                        "400": {"description": "not a valid label file", **_json("Error")},
+                        "403": {"description": "label editing is off", **_json("Error")},
+                        "413": {"description": "over --max-label-file-bytes", **_json("Error")},
+                    },
                 }
             },
         },

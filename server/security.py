@@ -67,8 +67,11 @@ class TokenGate:
         self.token = token
         self.open_paths = open_paths
 
+    def _open(self, path: str) -> bool:
+        return path in self.open_paths or path.startswith("/static/")
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if self.token is None or scope["type"] != "http" or scope["path"] in self.open_paths:
+        if self.token is None or scope["type"] != "http" or self._open(scope["path"]):
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}

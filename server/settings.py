@@ -44,6 +44,7 @@ class Settings:
     token: str | None = None
     allow_origin: tuple[str, ...] = ()
     reload_debounce_ms: int = 200
+    allow_label_edits: bool = False
     log_level: str = "info"
 
     def __post_init__(self) -> None:

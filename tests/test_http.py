@@ -186,7 +186,7 @@ def test_openapi_lists_every_endpoint(server):
     assert schema["openapi"].startswith("3.")
     assert set(schema["paths"]) == {
         "/v1/classify/image", "/v1/classify/audio", "/v1/match",
-        "/v1/embed/image", "/v1/embed/audio", "/v1/embed/text", "/v1/labels",
+        "/v1/embed/image", "/v1/embed/audio", "/v1/embed/text", "/v1/labels", "/v1/labels/{modality}",
     }  # fmt: skip
 
 

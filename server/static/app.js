@@ -1,0 +1,386 @@
+// The Sensorium dashboard: camera and microphone from the page, over protocol v1 on /ws.
+import { decode, encode } from "/static/msgpack.js";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const token = params.get("token");
+const STAGES = ["decode_ms", "queue_ms", "preprocess_ms", "encode_ms", "similarity_ms"];
+const COLORS = ["#f6c453", "#9b8cff", "#4fd1c5", "#4f9dff", "#f78fb3", "#8a90a0"];
+const HISTORY_S = 60;
+const FRAMES_IN_FLIGHT = 2;
+
+// Everything the page knows, in one place (tests read it through window.sensorium).
+const state = {
+  ws: null,
+  connected: false,
+  welcome: null,
+  camera: { stream: null, seq: 0, inFlight: new Map(), sent: 0, results: 0, dropped: 0, timer: null },
+  mic: { context: null, node: null, stream: null, seq: 0, sent: 0, results: 0, dropped: 0, chunkSent: new Map() },
+  latency: { image: [], audio: [] },
+  audioHistory: [],
+  labels: {},
+  lastResult: { image: null, audio: null },
+  colorOf: new Map(),
+};
+window.sensorium = state;
+
+// --- connection -------------------------------------------------------------------------------
+
+let backoff = 250;
+
+function connect() {
+  const protocols = ["sensorium.v1"];
+  if (token) protocols.push(`sensorium.token.${token}`);
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`, protocols);
+  ws.binaryType = "arraybuffer";
+  state.ws = ws;
+  setConnection("connecting…", "");
+  ws.onopen = () => { backoff = 250; };
+  ws.onmessage = (event) => onMessage(decode(new Uint8Array(event.data)));
+  ws.onclose = (event) => {
+    state.connected = false;
+    state.camera.inFlight.clear();
+    setConnection(`disconnected (${event.code}${event.reason ? ": " + event.reason : ""}); reconnecting`, "closed");
+    setTimeout(connect, backoff);
+    backoff = Math.min(backoff * 2, 5000);
+  };
+}
+
+function setConnection(text, cls) {
+  const el = $("connection");
+  el.textContent = text;
+  el.className = `state ${cls}`;
+}
+
+function send(message) {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) { state.ws.send(encode(message)); return true; }
+  return false;
+}
+
+function onMessage(msg) {
+  switch (msg.type) {
+    case "welcome":
+      state.connected = true;
+      state.welcome = msg;
+      setConnection("connected", "open");
+      $("server").textContent = `${msg.server} · ${Object.entries(msg.modalities).map(([m, v]) => `${m}: ${v.model}`).join(" · ")}`;
+      loadLabels();
+      break;
+    case "result": onResult(msg); break;
+    case "labels":
+      notice(`${msg.modality} labels reloaded: version ${msg.version}, ${msg.count} labels`, false);
+      loadLabels();
+      break;
+    case "labels_error": notice(`${msg.modality} labels not reloaded: ${msg.message}`, true); break;
+    case "error":
+      if (msg.seq !== undefined) state.camera.inFlight.delete(msg.seq);
+      notice(`server error ${msg.code}: ${msg.message}`, true);
+      break;
+  }
+}
+
+// --- results ------------------------------------------------------------------------------------
+
+function onResult(msg) {
+  const now = performance.now();
+  const modality = msg.modality;
+  let roundTrip = null;
+  if (modality === "image") {
+    const cam = state.camera;
+    const sentAt = cam.inFlight.get(msg.seq);
+    cam.inFlight.delete(msg.seq);
+    // frames the server skipped are the oldest still in flight
+    for (const seq of [...cam.inFlight.keys()].slice(0, msg.dropped)) cam.inFlight.delete(seq);
+    if (sentAt !== undefined) roundTrip = now - sentAt;
+    cam.results += 1;
+    cam.dropped += msg.dropped;
+  } else {
+    const sentAt = state.mic.chunkSent.get(msg.seq);
+    if (sentAt !== undefined) roundTrip = now - sentAt;
+    state.mic.results += 1;
+    state.mic.dropped += msg.dropped;
+    state.audioHistory.push({ t: Date.now(), label: msg.top.length ? msg.top[0].label : "" });
+  }
+  state.lastResult[modality] = msg;
+  const network = roundTrip === null ? 0 : Math.max(0, roundTrip - msg.timings.total_ms);
+  const series = state.latency[modality];
+  series.push({ stages: STAGES.map((s) => msg.timings[s] || 0), network, total: roundTrip ?? msg.timings.total_ms });
+  if (series.length > 120) series.shift();
+  render(modality);
+}
+
+function render(modality) {
+  const msg = state.lastResult[modality];
+  drawBars($(modality === "image" ? "image-top" : "audio-top"), msg.top);
+  if (modality === "image") {
+    $("overlay").innerHTML = msg.top.slice(0, 3).map((t) => `${escapeHtml(t.label)} ${(t.score * 100).toFixed(0)}%`).join("<br>");
+    const fps = rate(state.latency.image);
+    $("camera-stats").textContent = `${fps.toFixed(1)} results/s · dropped ${state.camera.dropped}`;
+  } else {
+    $("mic-stats").textContent = `window ${msg.window_s?.toFixed(1) ?? "-"} s · dropped ${state.mic.dropped}`;
+    drawHistory();
+  }
+  drawLatency($(`${modality}-latency`), state.latency[modality]);
+  const totals = state.latency[modality].map((p) => p.total).sort((a, b) => a - b);
+  $(`${modality}-percentiles`).textContent = totals.length
+    ? `p50 ${percentile(totals, 50).toFixed(0)} ms · p95 ${percentile(totals, 95).toFixed(0)} ms` : "";
+}
+
+const resultTimes = { image: [] };
+function rate() {
+  const now = performance.now();
+  resultTimes.image.push(now);
+  while (resultTimes.image.length && resultTimes.image[0] < now - 5000) resultTimes.image.shift();
+  return resultTimes.image.length / 5;
+}
+
+function drawBars(el, top) {
+  el.innerHTML = top.map((t) => `
+    <div class="bar"><span class="name">${escapeHtml(t.label)}</span>
+      <span class="track"><span class="fill" style="width:${(t.score * 100).toFixed(1)}%"></span></span>
+      <span class="num">${t.score.toFixed(3)} · cos ${t.similarity.toFixed(3)}</span></div>`).join("");
+}
+
+function drawLatency(canvas, series) {
+  const g = canvas.getContext("2d");
+  const { width, height } = canvas;
+  g.clearRect(0, 0, width, height);
+  if (!series.length) return;
+  const max = Math.max(...series.map((p) => p.stages.reduce((a, b) => a + b, 0) + p.network), 1);
+  const barWidth = width / 120;
+  series.forEach((point, i) => {
+    let y = height;
+    [...point.stages, point.network].forEach((value, s) => {
+      const h = (value / max) * (height - 14);
+      g.fillStyle = COLORS[s];
+      g.fillRect(i * barWidth, y - h, Math.max(1, barWidth - 1), h);
+      y -= h;
+    });
+  });
+  g.fillStyle = "#8a90a0";
+  g.fillText(`${max.toFixed(0)} ms`, 4, 10);
+}
+
+function drawHistory() {
+  const canvas = $("audio-history");
+  const g = canvas.getContext("2d");
+  const now = Date.now();
+  state.audioHistory = state.audioHistory.filter((h) => h.t > now - HISTORY_S * 1000);
+  g.clearRect(0, 0, canvas.width, canvas.height);
+  const palette = ["#4f9dff", "#f6c453", "#4fd1c5", "#f78fb3", "#9b8cff", "#ff9f43", "#7bed9f", "#eccc68"];
+  for (let i = 0; i < state.audioHistory.length; i++) {
+    const h = state.audioHistory[i];
+    if (!state.colorOf.has(h.label)) state.colorOf.set(h.label, palette[state.colorOf.size % palette.length]);
+    const x0 = canvas.width * (1 - (now - h.t) / (HISTORY_S * 1000));
+    const next = state.audioHistory[i + 1];
+    const x1 = next ? canvas.width * (1 - (now - next.t) / (HISTORY_S * 1000)) : canvas.width;
+    g.fillStyle = state.colorOf.get(h.label);
+    g.fillRect(x0, 0, Math.max(2, x1 - x0), canvas.height);
+  }
+  const recent = [...new Set(state.audioHistory.map((h) => h.label))].slice(-8);
+  $("audio-legend").innerHTML = recent.map((l) => `<span><i style="background:${state.colorOf.get(l)}"></i>${escapeHtml(l)}</span>`).join("");
+}
+
+// --- camera -------------------------------------------------------------------------------------
+
+async function toggleCamera() {
+  const cam = state.camera;
+  if (cam.stream) { stopCamera(); return; }
+  try {
+    const deviceId = $("camera-device").value;
+    cam.stream = await navigator.mediaDevices.getUserMedia({ video: deviceId ? { deviceId: { exact: deviceId } } : { width: 640, height: 480 } });
+  } catch (error) {
+    showMediaError("camera-message", "camera", error);
+    return;
+  }
+  $("camera-message").hidden = true;
+  $("video").srcObject = cam.stream;
+  $("camera-toggle").textContent = "Stop camera";
+  listDevices();
+  cam.timer = setInterval(sendFrame, 30);
+}
+
+function stopCamera() {
+  const cam = state.camera;
+  clearInterval(cam.timer);
+  cam.stream.getTracks().forEach((t) => t.stop());
+  cam.stream = null;
+  $("camera-toggle").textContent = "Start camera";
+}
+
+const canvas = document.createElement("canvas");
+let encoding = false;
+
+function sendFrame() {
+  const cam = state.camera;
+  const video = $("video");
+  // Paced like the webcam client: at most FRAMES_IN_FLIGHT frames awaiting a result.
+  if (encoding || !state.connected || cam.inFlight.size >= FRAMES_IN_FLIGHT || !video.videoWidth) return;
+  const scale = Math.min(1, 640 / Math.max(video.videoWidth, video.videoHeight));
+  canvas.width = Math.round(video.videoWidth * scale);
+  canvas.height = Math.round(video.videoHeight * scale);
+  canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
+  encoding = true;
+  canvas.toBlob(async (blob) => {
+    encoding = false;
+    if (!blob) return;
+    const data = new Uint8Array(await blob.arrayBuffer());
+    const seq = cam.seq++;
+    if (send({ type: "frame", stream: "camera", seq, ts: Date.now() / 1000, format: "jpeg", data })) {
+      cam.inFlight.set(seq, performance.now());
+      cam.sent += 1;
+    }
+  }, "image/jpeg", 0.8);
+}
+
+// --- microphone -----------------------------------------------------------------------------------
+
+async function toggleMic() {
+  const mic = state.mic;
+  if (mic.context) { stopMic(); return; }
+  try {
+    const deviceId = $("mic-device").value;
+    mic.stream = await navigator.mediaDevices.getUserMedia({ audio: deviceId ? { deviceId: { exact: deviceId } } : true });
+  } catch (error) {
+    showMediaError("mic-message", "microphone", error);
+    return;
+  }
+  $("mic-message").hidden = true;
+  mic.context = new AudioContext();
+  await mic.context.audioWorklet.addModule("/static/worklet.js");
+  const rate = mic.context.sampleRate;
+  mic.node = new AudioWorkletNode(mic.context, "pcm-chunker", { processorOptions: { chunkFrames: Math.round(rate * 0.2) } });
+  mic.node.port.onmessage = (event) => {
+    const seq = mic.seq++;
+    const data = new Uint8Array(event.data);
+    if (send({ type: "audio", stream: "mic", seq, ts: Date.now() / 1000, sample_rate: rate, channels: 1, dtype: "int16", data })) {
+      mic.sent += 1;
+      mic.chunkSent.set(seq, performance.now());
+      if (mic.chunkSent.size > 100) mic.chunkSent.delete(mic.chunkSent.keys().next().value);
+    }
+  };
+  mic.context.createMediaStreamSource(mic.stream).connect(mic.node);
+  $("mic-toggle").textContent = "Stop microphone";
+  listDevices();
+}
+
+function stopMic() {
+  const mic = state.mic;
+  mic.stream.getTracks().forEach((t) => t.stop());
+  mic.context.close();
+  Object.assign(mic, { context: null, node: null, stream: null });
+  $("mic-toggle").textContent = "Start microphone";
+}
+
+function showMediaError(id, what, error) {
+  const el = $(id);
+  const denied = error && (error.name === "NotAllowedError" || error.name === "SecurityError");
+  el.textContent = denied
+    ? `The ${what} was denied. Allow it in the browser's site settings, then press start again.`
+    : `No ${what} could be opened: ${error && error.message ? error.message : error}`;
+  el.className = "message error";
+  el.hidden = false;
+}
+
+async function listDevices() {
+  if (!navigator.mediaDevices?.enumerateDevices) return;
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  for (const [kind, id] of [["videoinput", "camera-device"], ["audioinput", "mic-device"]]) {
+    const select = $(id);
+    const current = select.value;
+    select.innerHTML = devices.filter((d) => d.kind === kind)
+      .map((d, i) => `<option value="${d.deviceId}">${escapeHtml(d.label || `${kind} ${i + 1}`)}</option>`).join("");
+    if (current) select.value = current;
+  }
+}
+
+// --- labels ---------------------------------------------------------------------------------------
+
+async function api(path, options = {}) {
+  const headers = { ...(options.headers || {}) };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const reply = await fetch(path, { ...options, headers });
+  const body = await reply.json();
+  if (!reply.ok) throw new Error(body.error ? body.error.message : reply.statusText);
+  return body;
+}
+
+async function loadLabels() {
+  const sets = await api("/v1/labels");
+  state.labels = sets;
+  for (const box of document.querySelectorAll(".label-set")) {
+    const set = sets[box.dataset.modality];
+    box.hidden = !set;
+    if (!set) continue;
+    box.querySelector(".version").textContent = `version ${set.version} · ${set.count} labels`;
+    const text = box.querySelector("textarea");
+    if (document.activeElement !== text) text.value = set.text;
+    text.readOnly = !set.editable;
+    box.querySelector(".save").hidden = !set.editable;
+  }
+  const editable = Object.values(sets).some((s) => s.editable);
+  $("edit-note").textContent = editable
+    ? "Saving writes the label file; the server reloads it in a second or two."
+    : "Read-only: start the server with --allow-label-edits to edit labels here.";
+  drawScaling();
+}
+
+async function saveLabels(box) {
+  const modality = box.dataset.modality;
+  try {
+    await api(`/v1/labels/${modality}`, { method: "PUT", body: box.querySelector("textarea").value, headers: { "Content-Type": "text/plain; charset=utf-8" } });
+    notice(`${modality} labels saved; reloading…`, false);
+  } catch (error) {
+    notice(`${modality} labels not saved: ${error.message}`, true);
+  }
+}
+
+function drawScaling() {
+  const canvas = $("encode-scaling");
+  const g = canvas.getContext("2d");
+  g.clearRect(0, 0, canvas.width, canvas.height);
+  const points = Object.entries(state.labels).flatMap(([m, set]) => (set.history || []).map((h) => ({ ...h, m })));
+  if (!points.length) return;
+  const maxCount = Math.max(...points.map((p) => p.count), 1);
+  const maxMs = Math.max(...points.map((p) => p.encode_ms), 1);
+  for (const p of points) {
+    g.fillStyle = p.m === "image" ? "#4f9dff" : "#f6c453";
+    const x = 20 + (p.count / maxCount) * (canvas.width - 30);
+    const y = canvas.height - 15 - (p.encode_ms / maxMs) * (canvas.height - 30);
+    g.beginPath(); g.arc(x, y, 3, 0, Math.PI * 2); g.fill();
+  }
+  g.fillStyle = "#8a90a0";
+  g.fillText(`${maxMs.toFixed(0)} ms`, 2, 10);
+  g.fillText(`${maxCount} labels`, canvas.width - 70, canvas.height - 3);
+}
+
+function notice(text, isError) {
+  const el = $("label-notice");
+  el.textContent = text;
+  el.className = isError ? "message error" : "message";
+  el.hidden = false;
+}
+
+// --- helpers --------------------------------------------------------------------------------------
+
+function percentile(sorted, q) {
+  const rank = (sorted.length - 1) * q / 100;
+  const lo = Math.floor(rank), hi = Math.min(lo + 1, sorted.length - 1);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo);
+}
+
+function escapeHtml(s) {
+  return String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+function legend() {
+  $("stage-legend").innerHTML = ["decode", "queue", "preprocess", "encode", "similarity", "network"]
+    .map((name, i) => `<span><i style="background:${COLORS[i]}"></i>${name}</span>`).join("");
+}
+
+$("camera-toggle").onclick = toggleCamera;
+$("mic-toggle").onclick = toggleMic;
+for (const box of document.querySelectorAll(".label-set")) box.querySelector(".save").onclick = () => saveLabels(box);
+legend();
+listDevices();
+connect();

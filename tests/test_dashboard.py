@@ -1,0 +1,221 @@
+"""The dashboard in real headless Chromium (Debian's package) driven by Playwright, with Chromium's
+fake camera and microphone, against the real server with the small test models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from .conftest import REPO, live_server
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = REPO / "test-artifacts"
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+
+FLAGS = [
+    "--use-fake-device-for-media-stream",  # a synthetic camera picture and a beeping microphone
+    "--use-fake-ui-for-media-stream",  # grant camera and microphone without asking
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser(playwright) -> Iterator:
+    launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+    yield launched
+    launched.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    yield opened
+    context.close()
+    assert not errors, errors
+
+
+IMAGE_VERSION_2 = (
+    """() => document.querySelector('.label-set[data-modality="image"] .version').textContent"""
+    """.includes('version 2')"""
+)
+
+VALUES = [
+    None, True, False, 0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**52,
+    -1, -32, -33, -128, -129, -32768, -32769, -(2**31), -(2**31) - 1,
+    1.5, -0.25, 1e300, "", "a", "é" * 20, "x" * 40, "y" * 300, "z" * 70000,
+    [1, [2, [3]]], list(range(20)), {"a": 1, "b": [True, None]}, {f"k{i}": i for i in range(20)},
+    {"type": "frame", "seq": 7, "ts": 1.25, "format": "jpeg", "stream": "camera"},
+]  # fmt: skip
+
+
+def test_msgpack_codec_matches_python(page, server):
+    page.goto(f"{server.http}/")
+    page.wait_for_function("window.sensorium !== undefined")
+    encoded = page.evaluate(
+        """async (values) => {
+            const { encode } = await import('/static/msgpack.js');
+            return values.map((v) => Array.from(encode(v)));
+        }""",
+        VALUES,
+    )
+    for value, data in zip(VALUES, encoded, strict=True):
+        assert bytes(data) == msgpack.packb(value, use_bin_type=True), value
+    binary = [b"", b"\x00\xff" * 10, bytes(range(256)) * 300]
+    python_packed = [list(msgpack.packb(v, use_bin_type=True)) for v in [*VALUES, *binary]]
+    decoded = page.evaluate(
+        """async (packed) => {
+            const { decode, encode } = await import('/static/msgpack.js');
+            return packed.map((bytes) => {
+                const value = decode(new Uint8Array(bytes));
+                if (!(value instanceof Uint8Array)) return value;
+                return { bin: Array.from(value), again: Array.from(encode(value)) };
+            });
+        }""",
+        python_packed,
+    )
+    for value, got in zip([*VALUES, *binary], decoded, strict=True):
+        if isinstance(value, bytes):
+            assert bytes(got["bin"]) == value and bytes(got["again"]) == msgpack.packb(value, use_bin_type=True)
+        else:
+            assert got == json.loads(json.dumps(value)), value
+    python_floats = page.evaluate(
+        "async (b) => (await import('/static/msgpack.js')).decode(new Uint8Array(b))",
+        list(msgpack.packb({"f32": 0.5, "u64": 2**40}, use_single_float=True)),
+    )
+    assert python_floats == {"f32": 0.5, "u64": 2**40}
+
+
+def start_devices(page) -> None:
+    page.click("#camera-toggle")
+    page.click("#mic-toggle")
+
+
+def test_live_results_latency_and_label_reload(page, server, label_dir):
+    page.goto(f"{server.http}/")
+    page.wait_for_selector("#connection.open")
+    start_devices(page)
+    page.wait_for_function("window.sensorium.lastResult.image !== null", timeout=30_000)
+    page.wait_for_function("window.sensorium.lastResult.audio !== null", timeout=30_000)
+    assert page.locator("#image-top .bar").count() == 5
+    assert page.locator("#audio-top .bar").count() == 5
+    assert "cos" in page.inner_text("#image-top")
+    page.wait_for_function("window.sensorium.latency.image.length >= 3 && window.sensorium.latency.audio.length >= 1")
+    assert "p50" in page.inner_text("#image-percentiles")
+    assert page.inner_text("#overlay").strip()
+    assert "version 1" in page.inner_text('.label-set[data-modality="image"] .version')
+    assert page.locator('.label-set[data-modality="image"] textarea').evaluate("t => t.readOnly")
+
+    (label_dir / "image.txt").write_text("lighthouse\nwindmill\nsubmarine\n")
+    page.wait_for_function(
+        IMAGE_VERSION_2,
+        timeout=10_000,
+    )
+    page.wait_for_function("window.sensorium.lastResult.image.labels_version === 2", timeout=10_000)
+    shown = set(page.locator("#image-top .bar .name").all_inner_texts())
+    assert shown == {"lighthouse", "windmill", "submarine"}
+    assert "reloaded" in page.inner_text("#label-notice")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+
+def test_editing_labels_from_the_page(page, settings, label_dir):
+    with live_server(replace(settings, allow_label_edits=True)) as server:
+        page.goto(f"{server.http}/")
+        page.wait_for_selector("#connection.open")
+        editor = page.locator('.label-set[data-modality="image"] textarea')
+        page.wait_for_function(
+            """() => !document.querySelector('.label-set[data-modality="image"] textarea').readOnly"""
+        )
+        editor.fill("# edited in the page\nred kite\nblue whale\n")
+        page.click('.label-set[data-modality="image"] .save')
+        page.wait_for_function(
+            IMAGE_VERSION_2,
+            timeout=10_000,
+        )
+        assert (label_dir / "image.txt").read_text() == "# edited in the page\nred kite\nblue whale\n"
+        page.click("#camera-toggle")
+        page.wait_for_function(
+            "window.sensorium.lastResult.image && window.sensorium.lastResult.image.labels_version === 2"
+        )
+        labels = {t["label"] for t in page.evaluate("window.sensorium.lastResult.image.top")}
+        assert labels == {"red kite", "blue whale"}
+        editor.fill("@template no placeholder\nowl\n")  # a bad edit is refused, and said so
+        page.click('.label-set[data-modality="image"] .save')
+        page.wait_for_function("document.querySelector('#label-notice').textContent.includes('not saved')")
+        assert "red kite" in (label_dir / "image.txt").read_text()
+
+
+def test_read_only_without_the_flag_and_denied_devices(playwright, server):
+    # Without --use-fake-ui-for-media-stream nobody answers the permission prompt: access is denied.
+    flags = [flag for flag in FLAGS if flag != "--use-fake-ui-for-media-stream"]
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=flags)
+    page = browser.new_page()
+    page.goto(f"{server.http}/")
+    page.wait_for_selector("#connection.open")
+    assert "--allow-label-edits" in page.inner_text("#edit-note")
+    assert page.request.put(f"{server.http}/v1/labels/image", data="x\n").status == 403
+    page.click("#camera-toggle")
+    page.wait_for_selector("#camera-message:not([hidden])")
+    assert "denied" in page.inner_text("#camera-message")
+    browser.close()
+
+
+def test_the_page_reconnects_after_a_server_restart(browser, settings):
+    from .conftest import LiveServer, free_port
+
+    port = free_port()
+    first = LiveServer(settings, port=port)
+    first.start()
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"http://127.0.0.1:{port}/")
+    page.wait_for_selector("#connection.open")
+    first.stop()
+    page.wait_for_selector("#connection.closed", timeout=10_000)
+    second = LiveServer(settings, port=port)
+    second.start()
+    try:
+        page.wait_for_selector("#connection.open", timeout=15_000)
+    finally:
+        context.close()
+        second.stop()
+
+
+def test_served_offline_from_the_package(server):
+    import httpx
+
+    page = httpx.get(f"{server.http}/")
+    assert page.status_code == 200 and "/static/app.js" in page.text
+    for name in ("app.js", "msgpack.js", "worklet.js", "style.css"):
+        assert httpx.get(f"{server.http}/static/{name}").status_code == 200
+    assert "http" not in "".join(
+        line
+        for line in (Path(__file__).parent.parent / "server/static/index.html").read_text().splitlines()
+        if "src=" in line or "href=" in line
+    ), "no CDN: every asset is served by the server itself"
+    time.sleep(0)
