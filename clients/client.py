@@ -17,8 +17,9 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import msgpack
@@ -45,6 +46,40 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 class ServerUnreachable(ConnectionError):
     """The first connection could not be made."""
+
+
+def client_from_args(args: argparse.Namespace, on_status: Callable[[str], None]) -> SensoriumClient:
+    return SensoriumClient(
+        args.url,
+        top_k=args.top_k,
+        min_score=args.min_score,
+        connect_timeout=args.connect_timeout,
+        on_status=on_status,
+    )
+
+
+def run_until_done(
+    program: str,
+    work: Coroutine[Any, Any, object],
+    client: SensoriumClient,
+    noun: str,
+    source_errors: tuple[type[Exception], ...],
+) -> int:
+    """Run a client script's coroutine; print the summary at the end, also on Ctrl-C, and clear
+    one-line messages instead of tracebacks for the failures a user can fix."""
+    try:
+        asyncio.run(work)
+    except source_errors as exc:
+        print(f"{program}: {exc}", file=sys.stderr)
+        return 2
+    except ServerUnreachable as exc:
+        print(f"{program}: {exc}. Is `sensorium serve` running?", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print(client.ledger.summary(noun))
+        return 130
+    print(client.ledger.summary(noun))
+    return 0
 
 
 class SensoriumClient:

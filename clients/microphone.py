@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from .client import SensoriumClient, ServerUnreachable, add_common_arguments
+from .client import SensoriumClient, add_common_arguments, client_from_args, run_until_done
 from .ledger import Result
 from .terminal import LivePrinter
 
@@ -151,6 +151,7 @@ async def stream_audio(args: argparse.Namespace, client: SensoriumClient, printe
         await client.close()
         await consumer
         printer.finish()
+    print(f"audio sent {seconds:.1f} s")
     return seconds
 
 
@@ -197,28 +198,8 @@ def run(args: argparse.Namespace) -> int:
     if args.list_devices:
         return list_devices()
     printer = LivePrinter(sys.stdout, live=True)
-    client = SensoriumClient(
-        args.url,
-        top_k=args.top_k,
-        min_score=args.min_score,
-        connect_timeout=args.connect_timeout,
-        on_status=printer.status,
-    )
-    seconds = 0.0
-    try:
-        seconds = asyncio.run(stream_audio(args, client, printer))
-    except AudioSourceError as exc:
-        print(f"sensorium mic: {exc}", file=sys.stderr)
-        return 2
-    except ServerUnreachable as exc:
-        print(f"sensorium mic: {exc}. Is `sensorium serve` running?", file=sys.stderr)
-        return 3
-    except KeyboardInterrupt:
-        print(client.ledger.summary("chunks"))
-        return 130
-    print(f"audio sent {seconds:.1f} s")
-    print(client.ledger.summary("chunks"))
-    return 0
+    client = client_from_args(args, printer.status)
+    return run_until_done("sensorium mic", stream_audio(args, client, printer), client, "chunks", (AudioSourceError,))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .client import SensoriumClient, ServerUnreachable, add_common_arguments
+from .client import SensoriumClient, add_common_arguments, client_from_args, run_until_done
 from .ledger import Result
 from .terminal import LivePrinter, has_display
 
@@ -144,26 +144,8 @@ def run(args: argparse.Namespace) -> int:
         print("sensorium webcam: no display for the preview window; running --headless", file=sys.stderr)
         args.headless = True
     printer = LivePrinter(sys.stdout, live=False)
-    client = SensoriumClient(
-        args.url,
-        top_k=args.top_k,
-        min_score=args.min_score,
-        connect_timeout=args.connect_timeout,
-        on_status=printer.status,
-    )
-    try:
-        asyncio.run(stream_video(args, client, printer))
-    except SourceError as exc:
-        print(f"sensorium webcam: {exc}", file=sys.stderr)
-        return 2
-    except ServerUnreachable as exc:
-        print(f"sensorium webcam: {exc}. Is `sensorium serve` running?", file=sys.stderr)
-        return 3
-    except KeyboardInterrupt:
-        print(client.ledger.summary("frames"))
-        return 130
-    print(client.ledger.summary("frames"))
-    return 0
+    client = client_from_args(args, printer.status)
+    return run_until_done("sensorium webcam", stream_video(args, client, printer), client, "frames", (SourceError,))
 
 
 def main(argv: list[str] | None = None) -> int:
