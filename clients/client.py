@@ -186,14 +186,9 @@ class SensoriumClient:
         def free() -> bool:
             return self.connected and self.ledger.in_flight(modality, stream) < limit
 
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait_for(free), timeout)
-            except TimeoutError:
-                return False
-        return True
+        return await self.wait_until(free, timeout)
 
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
         """Wait until ``predicate()`` holds (checked whenever a message arrives or the link changes)."""
         async with self._changed:
             try:

@@ -6,57 +6,40 @@ from typing import Any
 
 from . import __version__
 
-_IMAGE_BODY = {
-    "description": "A JPEG, PNG or WebP image as the raw body, or multipart/form-data with a `file` part "
-    "and the options as fields.",
-    "required": True,
-    "content": {
-        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-        "image/png": {"schema": {"type": "string", "format": "binary"}},
-        "image/webp": {"schema": {"type": "string", "format": "binary"}},
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["file"],
-                "properties": {
-                    "file": {"type": "string", "format": "binary"},
-                    "labels": {"type": "array", "items": {"type": "string"}},
-                    "texts": {"type": "array", "items": {"type": "string"}},
-                    "top_k": {"type": "integer"},
-                    "min_score": {"type": "number"},
-                    "threshold": {"type": "number"},
-                },
-            }
-        },
-    },
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_OPTIONS = {
+    "labels": {"type": "array", "items": {"type": "string"}},
+    "top_k": {"type": "integer"},
+    "min_score": {"type": "number"},
 }
 
-_AUDIO_BODY = {
-    "description": "A sound file (WAV, FLAC, OGG) as the raw body or a multipart `file` part; or raw "
-    "interleaved little-endian PCM (application/octet-stream) with `sample_rate`, `channels`, `dtype`.",
-    "required": True,
-    "content": {
-        "audio/wav": {"schema": {"type": "string", "format": "binary"}},
-        "audio/flac": {"schema": {"type": "string", "format": "binary"}},
-        "audio/ogg": {"schema": {"type": "string", "format": "binary"}},
-        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["file"],
-                "properties": {
-                    "file": {"type": "string", "format": "binary"},
-                    "labels": {"type": "array", "items": {"type": "string"}},
-                    "top_k": {"type": "integer"},
-                    "min_score": {"type": "number"},
-                    "sample_rate": {"type": "integer"},
-                    "channels": {"type": "integer"},
-                    "dtype": {"type": "string", "enum": ["int16", "float32"]},
-                },
-            }
-        },
+
+def _upload_body(description: str, media_types: tuple[str, ...], fields: dict[str, Any]) -> dict[str, Any]:
+    """A file as the raw body in one of ``media_types``, or as the ``file`` part of a multipart form."""
+    form = {"type": "object", "required": ["file"], "properties": {"file": _BINARY["schema"], **fields}}
+    return {
+        "description": description,
+        "required": True,
+        "content": {**{media: _BINARY for media in media_types}, "multipart/form-data": {"schema": form}},
+    }
+
+
+_IMAGE_BODY = _upload_body(
+    "A JPEG, PNG or WebP image as the raw body, or multipart/form-data with a `file` part and the options as fields.",
+    ("image/jpeg", "image/png", "image/webp"),
+    {**_OPTIONS, "texts": {"type": "array", "items": {"type": "string"}}, "threshold": {"type": "number"}},
+)
+_AUDIO_BODY = _upload_body(
+    "A sound file (WAV, FLAC, OGG) as the raw body or a multipart `file` part; or raw interleaved "
+    "little-endian PCM (application/octet-stream) with `sample_rate`, `channels`, `dtype`.",
+    ("audio/wav", "audio/flac", "audio/ogg", "application/octet-stream"),
+    {
+        **_OPTIONS,
+        "sample_rate": {"type": "integer"},
+        "channels": {"type": "integer"},
+        "dtype": {"type": "string", "enum": ["int16", "float32"]},
     },
-}
+)
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
