@@ -330,7 +330,6 @@ def wait_healthy(port: int, server: subprocess.Popen[bytes]) -> None:
 
 async def drive_clients(modality: str, port: int, clients: int, seconds: float, inflight: int) -> dict[str, Any]:
     from clients.client import SensoriumClient
-    from clients.ledger import Result
 
     url = f"ws://127.0.0.1:{port}/ws"
     jpeg = _jpeg(camera_frame())
@@ -340,7 +339,7 @@ async def drive_clients(modality: str, port: int, clients: int, seconds: float, 
         client = SensoriumClient(url, connect_timeout=30)
         await client.start()
         stream = f"s{index}"
-        consumer = asyncio.create_task(_drain(client, Result))
+        consumer = asyncio.create_task(_drain(client))
         deadline = time.monotonic() + seconds
         seq = 0
         while time.monotonic() < deadline:
@@ -382,7 +381,7 @@ async def drive_clients(modality: str, port: int, clients: int, seconds: float, 
     }
 
 
-async def _drain(client: Any, result_type: type) -> None:
+async def _drain(client: Any) -> None:
     async for _ in client.events():
         pass
 

@@ -23,7 +23,7 @@ from starlette.routing import Route
 from .audio import decode_pcm, decode_sound_file, resample, split_windows
 from .imaging import decode_frame, sniff_image_format
 from .labelsets import LabelSet
-from .protocol import AudioChunk, ErrorCode, Frame, Modality, ProtocolError
+from .protocol import DEFAULT_TOP_K, AudioChunk, ErrorCode, Frame, Modality, ProtocolError
 from .runtime import Runtime
 from .scoring import normalize_rows, similarities, softmax_scores, top_labels
 from .worker import ItemOutcome
@@ -147,10 +147,7 @@ class HttpApi:
         samples, decode_ms = self._decode_audio(upload, received)
         labels = await self._adhoc_labels("audio", upload.params)
         rate = self.runtime.audio_rate
-        windows = split_windows(samples, rate, self.runtime.settings.audio_window)
-        outcomes = await asyncio.gather(
-            *(self._infer("audio", chunk, upload.params, received, decode_ms, labels) for _, chunk in windows)
-        )
+        windows, outcomes = await self._infer_clip(samples, upload.params, received, decode_ms, labels)
         overall = self._score(mean_embedding(outcomes), outcomes[0], upload.params)
         body = self._classification("audio", outcomes[0], labels, received, decode_ms)
         body.update(
@@ -194,10 +191,7 @@ class HttpApi:
         received = time.perf_counter()
         upload = await self._upload(request)
         samples, decode_ms = self._decode_audio(upload, received)
-        windows = split_windows(samples, self.runtime.audio_rate, self.runtime.settings.audio_window)
-        outcomes = await asyncio.gather(
-            *(self._infer("audio", chunk, upload.params, received, decode_ms, None) for _, chunk in windows)
-        )
+        windows, outcomes = await self._infer_clip(samples, upload.params, received, decode_ms, None)
         return {**self._embeddings("audio", mean_embedding(outcomes)), "windows": len(windows)}
 
     async def embed_text(self, request: Request) -> dict[str, Any]:
@@ -357,13 +351,23 @@ class HttpApi:
             payload,
             received=received,
             decode_ms=decode_ms,
-            top_k=params.integer("top_k", 5, 1, 10_000),
+            top_k=params.integer("top_k", DEFAULT_TOP_K, 1, 10_000),
             min_score=params.number("min_score", 0.0, 0.0, 1.0),
             labels=labels,
         )
         if outcome.top is None:
             raise ApiError(ErrorCode.INFERENCE_FAILED, outcome.error or "inference failed", status=500)
         return outcome
+
+    async def _infer_clip(
+        self, samples: np.ndarray, params: Params, received: float, decode_ms: float, labels: LabelSet | None
+    ) -> tuple[list[tuple[float, np.ndarray]], list[ItemOutcome]]:
+        """A whole clip, window by window; the windows go to the worker together, so they share batches."""
+        windows = split_windows(samples, self.runtime.audio_rate, self.runtime.settings.audio_window)
+        outcomes = await asyncio.gather(
+            *(self._infer("audio", chunk, params, received, decode_ms, labels) for _, chunk in windows)
+        )
+        return windows, list(outcomes)
 
     def _classification(
         self, modality: Modality, outcome: ItemOutcome, labels: LabelSet | None, received: float, decode_ms: float
@@ -389,7 +393,7 @@ class HttpApi:
         assert like.label_set is not None
         similarity = similarities(embedding, like.label_set.matrix)
         scores = softmax_scores(similarity, self.runtime.encoders["audio"].logit_scale)
-        top_k = min(params.integer("top_k", 5, 1, 10_000), self.runtime.settings.max_top_k)
+        top_k = min(params.integer("top_k", DEFAULT_TOP_K, 1, 10_000), self.runtime.settings.max_top_k)
         return top_labels(like.label_set.names, scores[0], similarity[0], top_k, params.number("min_score", 0, 0, 1))
 
     def _embeddings(self, modality: Modality, matrix: np.ndarray) -> dict[str, Any]:

@@ -227,11 +227,7 @@ class LabelSource:
 
     def write(self, data: bytes) -> None:
         """Replace the file (checked first, then written beside it and renamed over it); the watcher reloads it."""
-        if len(data) > self.limits.max_file_bytes:
-            raise LabelFileError(f"{len(data)} bytes is over the limit of {self.limits.max_file_bytes}")
-        parsed = parse_label_bytes(data, DEFAULT_TEMPLATES[self.modality])
-        if len(parsed.labels) > self.limits.max_labels:
-            raise LabelFileError(f"{len(parsed.labels)} labels is over the limit of {self.limits.max_labels}")
+        self._parse_within_limits(data)
         temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         temporary.write_bytes(data)
         os.replace(temporary, self.path)
@@ -241,19 +237,26 @@ class LabelSource:
 
     def _read_and_parse(self) -> ParsedLabels:
         try:
-            size = self.path.stat().st_size
-            if size > self.limits.max_file_bytes:
-                raise LabelFileError(f"{size} bytes is over the limit of {self.limits.max_file_bytes}")
+            self._check_size(self.path.stat().st_size)  # before reading: a huge file is never read in
             data = self.path.read_bytes()
         except FileNotFoundError as exc:
             raise LabelFileError("file not found (deleted or renamed?)") from exc
         except OSError as exc:
             raise LabelFileError(f"cannot read: {exc.strerror}") from exc
+        parsed = self._parse_within_limits(data)
+        for warning in parsed.warnings:
+            log.warning("%s: %s", self.path, warning)
+        return parsed
+
+    def _check_size(self, size: int) -> None:
+        if size > self.limits.max_file_bytes:
+            raise LabelFileError(f"{size} bytes is over the limit of {self.limits.max_file_bytes}")
+
+    def _parse_within_limits(self, data: bytes) -> ParsedLabels:
+        self._check_size(len(data))
         parsed = parse_label_bytes(data, DEFAULT_TEMPLATES[self.modality])
         if len(parsed.labels) > self.limits.max_labels:
             raise LabelFileError(f"{len(parsed.labels)} labels is over the limit of {self.limits.max_labels}")
-        for warning in parsed.warnings:
-            log.warning("%s: %s", self.path, warning)
         return parsed
 
     def _build(self, parsed: ParsedLabels, version: int) -> LabelSet:

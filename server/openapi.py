@@ -91,6 +91,12 @@ _TIMINGS = {
         for k in ("decode_ms", "queue_ms", "preprocess_ms", "encode_ms", "similarity_ms", "total_ms")
     },
 }
+_CLASSIFICATION = {
+    "model": {"type": "string"},
+    "top": _TOP,
+    "timings": _TIMINGS,
+    "labels_version": {"type": "integer", "description": "absent with ad-hoc labels"},
+}
 _EMBEDDINGS = {
     "type": "object",
     "description": "With `Accept: application/msgpack` the same map comes as msgpack (float32 numbers).",
@@ -214,22 +220,11 @@ def openapi_schema() -> dict[str, Any]:
                         }
                     },
                 },
-                "Classification": {
-                    "type": "object",
-                    "properties": {
-                        "model": {"type": "string"},
-                        "top": _TOP,
-                        "timings": _TIMINGS,
-                        "labels_version": {"type": "integer", "description": "absent with ad-hoc labels"},
-                    },
-                },
+                "Classification": {"type": "object", "properties": _CLASSIFICATION},
                 "AudioClassification": {
                     "type": "object",
                     "properties": {
-                        "model": {"type": "string"},
-                        "top": _TOP,
-                        "timings": _TIMINGS,
-                        "labels_version": {"type": "integer"},
+                        **_CLASSIFICATION,
                         "duration_s": {"type": "number"},
                         "windows": {
                             "type": "array",

@@ -24,6 +24,7 @@ IMAGE_FORMATS: tuple[str, ...] = ("jpeg", "png", "webp", "raw")
 PIXEL_FORMATS: tuple[str, ...] = ("rgb24", "bgr24")
 SAMPLE_TYPES: tuple[str, ...] = ("int16", "float32")
 MAX_STREAM_NAME = 64
+DEFAULT_TOP_K = 5
 
 
 class ErrorCode:

@@ -18,7 +18,7 @@ from .hub import ModelUnavailable
 from .labels import LabelFileError
 from .labelsets import EmbeddingCache, LabelLimits, LabelSet, LabelSource
 from .metrics import Metrics
-from .protocol import Modality
+from .protocol import DEFAULT_TOP_K, Modality
 from .security import CloseCode
 from .settings import Settings
 from .worker import FutureSink, ItemOutcome, Job, ModelWorker, StreamKey, warm_up
@@ -182,7 +182,7 @@ class Runtime:
         *,
         received: float,
         decode_ms: float,
-        top_k: int = 5,
+        top_k: int = DEFAULT_TOP_K,
         min_score: float = 0.0,
         labels: LabelSet | None = None,
     ) -> ItemOutcome:

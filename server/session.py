@@ -19,7 +19,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from . import protocol
 from .audio import WindowBuffer, decode_pcm
 from .imaging import decode_frame
-from .protocol import AudioChunk, Config, ErrorCode, Frame, Modality, Ping, ProtocolError
+from .protocol import DEFAULT_TOP_K, AudioChunk, Config, ErrorCode, Frame, Modality, Ping, ProtocolError
 from .security import SUBPROTOCOL, CloseCode, origin_allowed, presented_token, token_accepted
 from .worker import ItemOutcome, Job, ModelWorker, StreamKey
 
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sensorium.session")
 
-DEFAULT_TOP_K = 5
 OUTBOX_CAPACITY = 256
 ERROR_WINDOW_S = 10.0
 
