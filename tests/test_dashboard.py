@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -218,4 +217,3 @@ def test_served_offline_from_the_package(server):
         for line in (Path(__file__).parent.parent / "server/static/index.html").read_text().splitlines()
         if "src=" in line or "href=" in line
     ), "no CDN: every asset is served by the server itself"
-    time.sleep(0)
