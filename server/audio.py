@@ -7,36 +7,34 @@ from dataclasses import dataclass
 import numpy as np
 import soxr
 
-from .protocol import AudioChunk, ErrorCode, ProtocolError
+from .errors import ErrorCode, InputError
 
 _SAMPLE_WIDTH = {"int16": 2, "float32": 4}
 
 
-def decode_pcm(chunk: AudioChunk, max_seconds: float) -> np.ndarray:
-    """Interleaved little-endian PCM to mono float32 in [-1, 1]."""
-    frame_bytes = _SAMPLE_WIDTH[chunk.dtype] * chunk.channels
-    if len(chunk.data) % frame_bytes:
-        raise ProtocolError(
-            ErrorCode.BAD_AUDIO,
-            f"{len(chunk.data)} bytes is not a whole number of {chunk.channels}-channel {chunk.dtype} frames",
-            chunk.seq,
+def decode_pcm(data: bytes, sample_rate: int, channels: int, dtype: str, max_seconds: float) -> np.ndarray:
+    """Interleaved little-endian PCM (``dtype`` int16 or float32) to mono float32 in [-1, 1]."""
+    if dtype not in _SAMPLE_WIDTH:
+        raise InputError(ErrorCode.BAD_FIELD, f"'dtype' must be one of {', '.join(_SAMPLE_WIDTH)}, got {dtype!r}")
+    frame_bytes = _SAMPLE_WIDTH[dtype] * channels
+    if len(data) % frame_bytes:
+        raise InputError(
+            ErrorCode.BAD_AUDIO, f"{len(data)} bytes is not a whole number of {channels}-channel {dtype} frames"
         )
-    frames = len(chunk.data) // frame_bytes
-    if frames > max_seconds * chunk.sample_rate:
-        raise ProtocolError(
-            ErrorCode.TOO_LARGE,
-            f"audio chunk is {frames / chunk.sample_rate:.2f} s; the limit is {max_seconds} s",
-            chunk.seq,
+    frames = len(data) // frame_bytes
+    if frames > max_seconds * sample_rate:
+        raise InputError(
+            ErrorCode.TOO_LARGE, f"the audio is {frames / sample_rate:.2f} s; the limit is {max_seconds:g} s"
         )
-    if chunk.dtype == "int16":
-        samples = np.frombuffer(chunk.data, dtype="<i2").astype(np.float32) / 32768.0
+    if dtype == "int16":
+        samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
     else:
-        samples = np.frombuffer(chunk.data, dtype="<f4").astype(np.float32)
+        samples = np.frombuffer(data, dtype="<f4").astype(np.float32)
         if not np.isfinite(samples).all():
-            raise ProtocolError(ErrorCode.BAD_AUDIO, "float32 audio contains NaN or infinity", chunk.seq)
+            raise InputError(ErrorCode.BAD_AUDIO, "float32 audio contains NaN or infinity")
         np.clip(samples, -1.0, 1.0, out=samples)
-    if chunk.channels > 1:
-        samples = samples.reshape(frames, chunk.channels).mean(axis=1, dtype=np.float32)
+    if channels > 1:
+        samples = samples.reshape(frames, channels).mean(axis=1, dtype=np.float32)
     return samples
 
 
@@ -103,9 +101,13 @@ def decode_sound_file(data: bytes) -> tuple[np.ndarray, int]:
     try:
         samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise ProtocolError(ErrorCode.BAD_AUDIO, f"not a sound file libsndfile can read: {exc}") from exc
+        # libsndfile's message names the in-memory file object (``<_io.BytesIO object at 0x...>``): not for clients.
+        reason = getattr(exc, "error_string", None) or "unrecognised format"
+        raise InputError(
+            ErrorCode.BAD_AUDIO, f"not a sound file libsndfile can read (WAV, FLAC, OGG): {reason}"
+        ) from None
     if not len(samples):
-        raise ProtocolError(ErrorCode.BAD_AUDIO, "the sound file has no samples")
+        raise InputError(ErrorCode.BAD_AUDIO, "the sound file has no samples")
     mono: np.ndarray = samples.mean(axis=1, dtype=np.float32)
     return mono, int(rate)
 

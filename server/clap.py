@@ -8,8 +8,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .encoders import weights_fingerprint
+from . import hub
+from .encoders import ModelSpec
 from .hub import ModelUnavailable, cache_location, hub_is_offline
+from .identity import model_identity, torch_fingerprint
 from .protocol import Modality
 
 TEXT_BATCH = 256
@@ -19,8 +21,20 @@ def needs_hub(model_id: str) -> bool:
     return not os.path.isdir(model_id)
 
 
+def load(spec: ModelSpec) -> ClapEncoder:
+    """The factory's entry point (server.encoders.build_encoder) for transformers CLAP on torch."""
+    if needs_hub(spec.model):
+        hub.go_offline_unless_hub_reachable()
+    return ClapEncoder.load(spec.model, spec.device)
+
+
+PRECISIONS = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
 class ClapEncoder:
     modality: Modality = "audio"
+    backend = "torch"
+    input_side: int | None = None
 
     def __init__(self, model: Any, processor: Any, name: str, device: str) -> None:
         self.model = model
@@ -28,8 +42,9 @@ class ClapEncoder:
         self.name = name
         self.device = device
         self.dtype = next(model.parameters()).dtype
-        self.identity = f"clap:{name}:{weights_fingerprint(model)}:{self.dtype}"
-        self.sample_rate = int(processor.feature_extractor.sampling_rate)
+        self.precision = PRECISIONS[self.dtype]
+        self.identity = model_identity("clap", name, torch_fingerprint(model), self.precision)
+        self.sample_rate: int | None = int(processor.feature_extractor.sampling_rate)
         # Unfused checkpoints take one mel view; the extractor's "fusion" default makes four and crashes them.
         self.truncation = "fusion" if model.config.audio_config.enable_fusion else "rand_trunc"
         self.logit_scale = float(model.logit_scale_a.exp().item())

@@ -10,8 +10,10 @@ import numpy as np
 import torch
 from open_clip.model import get_model_preprocess_cfg
 
-from .encoders import weights_fingerprint
+from . import hub
+from .encoders import ModelSpec
 from .hub import ModelUnavailable, cache_location, hub_is_offline
+from .identity import model_identity, torch_fingerprint
 from .preprocess import PreprocessSpec, preprocess
 from .protocol import Modality
 
@@ -28,16 +30,26 @@ def needs_hub(model_name: str, pretrained: str | None) -> bool:
     return bool(pretrained) and not os.path.isfile(str(pretrained))
 
 
+def load(spec: ModelSpec) -> ClipEncoder:
+    """The factory's entry point (server.encoders.build_encoder) for open_clip on torch."""
+    if needs_hub(spec.model, spec.pretrained):
+        hub.go_offline_unless_hub_reachable()
+    return ClipEncoder.load(spec.model, spec.pretrained, spec.device)
+
+
 class ClipEncoder:
     modality: Modality = "image"
+    backend = "torch"
+    sample_rate: int | None = None
 
-    def __init__(self, model: Any, preprocess: Any, tokenizer: Any, name: str, identity: str, device: str) -> None:
+    def __init__(self, model: Any, preprocess: Any, tokenizer: Any, name: str, device: str, precision: str) -> None:
         self.model = model
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self.name = name
-        self.identity = identity
         self.device = device
+        self.precision = precision
+        self.identity = model_identity("open_clip", name, torch_fingerprint(model), precision)
         self.dtype = next(model.parameters()).dtype
         self.logit_scale = float(model.logit_scale.exp().item())
         self.spec = PreprocessSpec.from_open_clip(get_model_preprocess_cfg(model))
@@ -61,11 +73,10 @@ class ClipEncoder:
             raise ModelUnavailable(_explain_failure(model_name, pretrained, exc)) from exc
         model.eval()
         name = model_name if local or not pretrained else f"{model_name}/{os.path.basename(str(pretrained))}"
-        identity = f"open_clip:{name}:{weights_fingerprint(model)}:{precision}"
-        return cls(model, preprocess, tokenizer, name=name, identity=identity, device=device)
+        return cls(model, preprocess, tokenizer, name=name, device=device, precision=precision)
 
     @property
-    def input_side(self) -> int:
+    def input_side(self) -> int | None:
         return min(self.spec.size)
 
     def prepare(self, inputs: list[np.ndarray]) -> torch.Tensor:

@@ -1,8 +1,14 @@
-"""What the server needs of a model, whatever its architecture, and the factory that loads one."""
+"""What the server needs of a model, whatever its architecture or backend, and the one factory that builds it.
+
+``serve``, ``bench`` and the HTTP API all get their encoders from ``build_encoder``, keyed by modality and
+backend. A backend is a module with a ``load(spec) -> Encoder`` function, imported only when chosen, so
+an optional backend's packages are needed only by those who use it.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import importlib
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -12,13 +18,20 @@ from .settings import Settings
 
 
 class Encoder(Protocol):
-    """A contrastive model: inputs and prompts to L2-normalized embeddings in one space."""
+    """A contrastive model: inputs and prompts to L2-normalized embeddings in one space.
+
+    Everything the server reads of a model is declared here; nothing is looked up with ``getattr``.
+    """
 
     modality: Modality
     name: str  # what clients are shown
-    identity: str  # what text embeddings of this model are cached under: name, weights, precision
-    logit_scale: float
-    device: str
+    identity: str  # what text embeddings of this model are cached under: family, name, weights, precision
+    logit_scale: float  # the model's learned temperature, for softmax scores
+    device: str  # "cpu", "cuda", ...
+    backend: str  # "torch", ...
+    precision: str  # "fp32", "fp16", "bf16"
+    input_side: int | None  # images: the model's input side, for reduced-scale JPEG decoding; audio: None
+    sample_rate: int | None  # audio: the rate the model's features expect; images: None
 
     def prepare(self, inputs: list[Any]) -> Any:
         """Preprocess a batch of decoded inputs (CPU work, timed as preprocess)."""
@@ -30,16 +43,32 @@ class Encoder(Protocol):
         """Embed prompts: (len(prompts), dim) float32, unit rows."""
 
 
-def weights_fingerprint(model: Any) -> str:
-    """A short hash of a model's weights (a strided sample of every tensor): same name, other weights,
-    other fingerprint, at a cost of milliseconds rather than hashing gigabytes."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        flat = tensor.detach().reshape(-1)
-        sample = flat[:: max(1, flat.numel() // 64)][:64].float().cpu().numpy()
-        digest.update(f"{name}{tuple(tensor.shape)}".encode())
-        digest.update(sample.tobytes())
-    return digest.hexdigest()[:16]
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model to build, where, and with which backend."""
+
+    modality: Modality
+    model: str  # image: an open_clip name, hf-hub:..., local-dir:...; audio: a hub id or a folder
+    pretrained: str | None = None  # image: a pretrained tag or weights file for a built-in architecture
+    device: str = "cpu"
+    backend: str = "torch"
+
+
+# (modality, backend) -> the module whose ``load(spec)`` builds that encoder.
+BACKENDS: dict[tuple[Modality, str], str] = {
+    ("image", "torch"): "server.clip",
+    ("audio", "torch"): "server.clap",
+}
+
+
+def build_encoder(spec: ModelSpec) -> Encoder:
+    """Load one model (blocking; minutes on a first download)."""
+    module = BACKENDS.get((spec.modality, spec.backend))
+    if module is None:
+        known = ", ".join(sorted(b for m, b in BACKENDS if m == spec.modality))
+        raise ValueError(f"no {spec.backend!r} backend for {spec.modality} models (known: {known})")
+    encoder: Encoder = importlib.import_module(module).load(spec)
+    return encoder
 
 
 def resolve_device(choice: str) -> str:
@@ -52,24 +81,17 @@ def resolve_device(choice: str) -> str:
     return choice
 
 
-def load_encoders(settings: Settings) -> dict[Modality, Encoder]:
-    """Load every model the settings ask for (blocking; minutes on a first download)."""
-    from . import hub
-
+def model_specs(settings: Settings) -> list[ModelSpec]:
+    """The models the settings ask for."""
     device = resolve_device(settings.device)
-    encoders: dict[Modality, Encoder] = {}
+    specs = []
     if settings.serves_image:
-        from .clip import ClipEncoder
-        from .clip import needs_hub as image_needs_hub
-
-        if image_needs_hub(settings.image_model, settings.image_pretrained):
-            hub.go_offline_unless_hub_reachable()
-        encoders["image"] = ClipEncoder.load(settings.image_model, settings.image_pretrained, device)
+        specs.append(ModelSpec("image", settings.image_model, settings.image_pretrained, device))
     if settings.serves_audio:
-        from .clap import ClapEncoder
-        from .clap import needs_hub as audio_needs_hub
+        specs.append(ModelSpec("audio", settings.audio_model, None, device))
+    return specs
 
-        if audio_needs_hub(settings.audio_model):
-            hub.go_offline_unless_hub_reachable()
-        encoders["audio"] = ClapEncoder.load(settings.audio_model, device)
-    return encoders
+
+def load_encoders(settings: Settings) -> dict[Modality, Encoder]:
+    """Load every model the settings ask for."""
+    return {spec.modality: build_encoder(spec) for spec in model_specs(settings)}

@@ -21,9 +21,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .audio import decode_pcm, decode_sound_file, resample, split_windows
-from .imaging import decode_frame, sniff_image_format
+from .errors import ErrorCode, InputError
+from .imaging import decode_image, sniff_image_format
 from .labelsets import LabelSet
-from .protocol import DEFAULT_TOP_K, AudioChunk, ErrorCode, Frame, Modality, ProtocolError
+from .protocol import DEFAULT_TOP_K, Modality
 from .runtime import Runtime
 from .scoring import normalize_rows, similarities, softmax_scores, top_labels
 from .worker import ItemOutcome
@@ -123,7 +124,7 @@ class HttpApi:
                 body = await handler(request)
             except ApiError as exc:
                 return _error(exc.status, exc.code, exc.message)
-            except ProtocolError as exc:
+            except InputError as exc:
                 return _error(STATUS.get(exc.code, 400), exc.code, exc.message)
             if "application/msgpack" in request.headers.get("accept", ""):
                 return Response(msgpack.packb(body, use_single_float=True), media_type="application/msgpack")
@@ -285,9 +286,8 @@ class HttpApi:
             raise ApiError(
                 "unsupported_type", f"send a JPEG, PNG or WebP image (got {upload.content_type or 'no type'})"
             )
-        frame = Frame("http", 0, 0.0, fmt, upload.data)  # type: ignore[arg-type]
         image = await asyncio.to_thread(
-            decode_frame, frame, self.runtime.settings.max_image_pixels, self.runtime.image_side
+            decode_image, upload.data, fmt, self.runtime.settings.max_image_pixels, self.runtime.image_side
         )
         return image, _ms_since(received)
 
@@ -299,16 +299,14 @@ class HttpApi:
                 raise ApiError(
                     "unsupported_type", f"raw PCM comes as application/octet-stream, not {upload.content_type}"
                 )
-            chunk = AudioChunk(
-                "http",
-                0,
-                0.0,
-                sample_rate=params.integer("sample_rate", 0, 1000, 384_000),
-                channels=params.integer("channels", 1, 1, 32),
-                dtype=_choice(params.get("dtype") or "int16", ("int16", "float32"), "dtype"),  # type: ignore[arg-type]
-                data=upload.data,
+            rate = params.integer("sample_rate", 0, 1000, 384_000)
+            samples = decode_pcm(
+                upload.data,
+                rate,
+                params.integer("channels", 1, 1, 32),
+                _choice(params.get("dtype") or "int16", ("int16", "float32"), "dtype"),
+                self.runtime.settings.max_clip_seconds,
             )
-            samples, rate = decode_pcm(chunk, self.runtime.settings.max_clip_seconds), chunk.sample_rate
         else:
             if upload.content_type not in AUDIO_FILE_TYPES:
                 raise ApiError(

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import msgpack
 
+from .errors import ErrorCode, InputError
+
 PROTOCOL_VERSION = 1
 
 ImageFormat = Literal["jpeg", "png", "webp", "raw"]
@@ -23,35 +25,9 @@ Modality = Literal["image", "audio"]
 IMAGE_FORMATS: tuple[str, ...] = ("jpeg", "png", "webp", "raw")
 PIXEL_FORMATS: tuple[str, ...] = ("rgb24", "bgr24")
 SAMPLE_TYPES: tuple[str, ...] = ("int16", "float32")
+MODALITIES: tuple[str, ...] = ("image", "audio")
 MAX_STREAM_NAME = 64
 DEFAULT_TOP_K = 5
-
-
-class ErrorCode:
-    """Values of the ``code`` field of an ``error`` message."""
-
-    BAD_MSGPACK = "bad_msgpack"
-    BAD_MESSAGE = "bad_message"
-    UNKNOWN_TYPE = "unknown_type"
-    BAD_FIELD = "bad_field"
-    BAD_IMAGE = "bad_image"
-    BAD_AUDIO = "bad_audio"
-    TOO_LARGE = "too_large"
-    NOT_SERVED = "not_served"
-    INFERENCE_FAILED = "inference_failed"
-    TOO_MANY_STREAMS = "too_many_streams"
-    SHUTTING_DOWN = "shutting_down"
-    INTERNAL = "internal_error"
-
-
-class ProtocolError(Exception):
-    """A client message that cannot be served; the connection stays open."""
-
-    def __init__(self, code: str, message: str, seq: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.seq = seq
 
 
 @dataclass(frozen=True)
@@ -78,6 +54,15 @@ class AudioChunk:
 
 
 @dataclass(frozen=True)
+class End:
+    """The client will send no more input on this stream: audio classifies the hop it has begun."""
+
+    modality: Modality
+    stream: str
+    seq: int | None
+
+
+@dataclass(frozen=True)
 class Config:
     top_k: int | None
     min_score: float | None
@@ -88,40 +73,54 @@ class Ping:
     ts: float | None
 
 
-ClientMessage = Frame | AudioChunk | Config | Ping
+ClientMessage = Frame | AudioChunk | End | Config | Ping
+
+
+def input_of(message: ClientMessage) -> tuple[Modality | None, str | None, int | None]:
+    """The modality, stream and seq a message is about, for an error that answers it."""
+    if isinstance(message, Frame):
+        return "image", message.stream, message.seq
+    if isinstance(message, AudioChunk):
+        return "audio", message.stream, message.seq
+    if isinstance(message, End):
+        return message.modality, message.stream, message.seq
+    return None, None, None
 
 
 # --- decoding ---------------------------------------------------------------
 
 
 def decode_client_message(data: bytes) -> ClientMessage:
-    """Parse one binary WebSocket message from a client, or raise ProtocolError."""
+    """Parse one binary WebSocket message from a client, or raise InputError."""
     try:
         obj = msgpack.unpackb(data, raw=False)
     except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError, TypeError) as exc:
-        raise ProtocolError(ErrorCode.BAD_MSGPACK, f"message is not valid msgpack: {exc}") from exc
+        raise InputError(ErrorCode.BAD_MSGPACK, f"message is not valid msgpack: {exc}") from exc
     if not isinstance(obj, dict):
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, "message must be a msgpack map")
+        raise InputError(ErrorCode.BAD_MESSAGE, "message must be a msgpack map")
     seq = obj.get("seq") if _is_int(obj.get("seq")) else None
     kind = obj.get("type")
     if not isinstance(kind, str):
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, "message needs a string 'type'", seq)
+        raise InputError(ErrorCode.BAD_MESSAGE, "message needs a string 'type'", seq)
     parser = _PARSERS.get(kind)
     if parser is None:
         known = ", ".join(sorted(_PARSERS))
-        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r} (known: {known})", seq)
-    return parser(_Fields(obj, seq))
+        raise InputError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r} (known: {known})", seq)
+    return parser(_Fields(obj, seq, _INPUT_MODALITY.get(kind)))
 
 
 class _Fields:
-    """Typed access to a message's fields; every failure names the field."""
+    """Typed access to a message's fields; every failure names the field, and the input's stream when known."""
 
-    def __init__(self, obj: dict[Any, Any], seq: int | None) -> None:
+    def __init__(self, obj: dict[Any, Any], seq: int | None, modality: Modality | None) -> None:
         self.obj = obj
         self.seq = seq
+        self.modality = modality
+        stream = obj.get("stream", _DEFAULT_STREAM.get(modality or ""))
+        self.stream_name = stream if isinstance(stream, str) and 0 < len(stream) <= MAX_STREAM_NAME else None
 
-    def fail(self, message: str) -> ProtocolError:
-        return ProtocolError(ErrorCode.BAD_FIELD, message, self.seq)
+    def fail(self, message: str) -> InputError:
+        return InputError(ErrorCode.BAD_FIELD, message, self.seq, modality=self.modality, stream=self.stream_name)
 
     def integer(self, key: str, *, default: int | None = None, low: int | None = None, high: int | None = None) -> int:
         value = self.obj.get(key, default)
@@ -203,6 +202,11 @@ def _parse_audio(f: _Fields) -> AudioChunk:
     )
 
 
+def _parse_end(f: _Fields) -> End:
+    modality = f.choice("modality", MODALITIES)
+    return End(modality=modality, stream=f.stream(_DEFAULT_STREAM[modality]), seq=f.optional_int("seq"))
+
+
 def _parse_config(f: _Fields) -> Config:
     top_k = f.optional_int("top_k")
     if top_k is not None and top_k < 1:
@@ -217,9 +221,12 @@ def _parse_ping(f: _Fields) -> Ping:
     return Ping(ts=f.optional_float("ts"))
 
 
+_INPUT_MODALITY: dict[str, Modality] = {"frame": "image", "audio": "audio"}
+_DEFAULT_STREAM = {"image": "camera", "audio": "mic"}
 _PARSERS: dict[str, Callable[[_Fields], ClientMessage]] = {
     "frame": _parse_frame,
     "audio": _parse_audio,
+    "end": _parse_end,
     "config": _parse_config,
     "ping": _parse_ping,
 }
@@ -251,10 +258,14 @@ def welcome(server: str, modalities: dict[str, dict[str, Any]], limits: dict[str
     }
 
 
-def error(code: str, message: str, seq: int | None = None) -> dict[str, Any]:
+def error(
+    code: str, message: str, seq: int | None = None, *, modality: Modality | None = None, stream: str | None = None
+) -> dict[str, Any]:
+    """An ``error``; ``seq``, ``modality`` and ``stream`` when known, so a client frees the right slot."""
     msg: dict[str, Any] = {"type": "error", "code": code, "message": message}
-    if seq is not None:
-        msg["seq"] = seq
+    for key, value in (("seq", seq), ("modality", modality), ("stream", stream)):
+        if value is not None:
+            msg[key] = value
     return msg
 
 

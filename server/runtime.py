@@ -14,12 +14,12 @@ import numpy as np
 
 from . import __version__
 from .encoders import Encoder, load_encoders
+from .errors import CloseCode
 from .hub import ModelUnavailable
 from .labels import LabelFileError
 from .labelsets import EmbeddingCache, LabelLimits, LabelSet, LabelSource
 from .metrics import Metrics
 from .protocol import DEFAULT_TOP_K, Modality
-from .security import CloseCode
 from .settings import Settings
 from .worker import FutureSink, ItemOutcome, Job, ModelWorker, StreamKey, warm_up
 
@@ -123,10 +123,10 @@ class Runtime:
             self.label_sources[modality] = source
             log.info("%s labels: %d from %s in %.0f ms", modality, len(label_set.names), path, label_set.encode_ms)
             if modality == "image":
-                self.image_side = getattr(encoder, "input_side", None)
+                self.image_side = encoder.input_side
             if modality == "audio":
                 # The audio buffers resample to the rate the model's feature extractor expects.
-                self.audio_rate = int(getattr(encoder, "sample_rate", self.audio_rate))
+                self.audio_rate = encoder.sample_rate or self.audio_rate
             warm_up(encoder, self._warm_up_input(modality))
         log.info("models loaded and warmed up in %.1f s", time.perf_counter() - started)
 

@@ -11,17 +11,6 @@ SUBPROTOCOL = "sensorium.v1"
 TOKEN_SUBPROTOCOL_PREFIX = "sensorium.token."
 
 
-class CloseCode:
-    """WebSocket close codes the server uses, besides the standard ones."""
-
-    TOO_MANY_CONNECTIONS = 1013  # "try again later"
-    POLICY = 1008  # too many bad messages
-    GOING_AWAY = 1001  # shutting down
-    UNAUTHORIZED = 4401
-    FORBIDDEN_ORIGIN = 4403
-    IDLE = 4408
-
-
 def presented_token(authorization: str | None, query_token: str | None, subprotocols: list[str]) -> str | None:
     """The token a client sent: ``Authorization: Bearer``, ``?token=``, or (browsers, which cannot set
     headers on a WebSocket) a ``sensorium.token.<token>`` subprotocol."""

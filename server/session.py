@@ -18,9 +18,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import protocol
 from .audio import WindowBuffer, decode_pcm
-from .imaging import decode_frame
-from .protocol import DEFAULT_TOP_K, AudioChunk, Config, ErrorCode, Frame, Modality, Ping, ProtocolError
-from .security import SUBPROTOCOL, CloseCode, origin_allowed, presented_token, token_accepted
+from .errors import CloseCode, ErrorCode, InputError
+from .imaging import decode_image
+from .protocol import DEFAULT_TOP_K, AudioChunk, Config, Frame, Modality, Ping
+from .security import SUBPROTOCOL, origin_allowed, presented_token, token_accepted
 from .worker import ItemOutcome, Job, ModelWorker, StreamKey
 
 if TYPE_CHECKING:
@@ -64,6 +65,18 @@ class Outbox:
         except TimeoutError:
             return False
         return True
+
+
+def error_for(exc: InputError, message: protocol.ClientMessage | None) -> dict[str, Any]:
+    """The ``error`` answering a message: with its seq, modality and stream where they are known."""
+    modality, stream, seq = protocol.input_of(message) if message is not None else (None, None, None)
+    return protocol.error(
+        exc.code,
+        exc.message,
+        exc.seq if exc.seq is not None else seq,
+        modality=modality or exc.modality,  # type: ignore[arg-type]
+        stream=stream or exc.stream,
+    )
 
 
 class Session:
@@ -135,12 +148,14 @@ class Session:
                 return
             received = time.perf_counter()
             data = message.get("bytes")
+            parsed: protocol.ClientMessage | None = None
             try:
                 if data is None:
-                    raise ProtocolError(ErrorCode.BAD_MESSAGE, "send binary msgpack messages, not text")
-                await self._handle(protocol.decode_client_message(data), received)
-            except ProtocolError as exc:
-                self.send(protocol.error(exc.code, exc.message, exc.seq))
+                    raise InputError(ErrorCode.BAD_MESSAGE, "send binary msgpack messages, not text")
+                parsed = protocol.decode_client_message(data)
+                await self._handle(parsed, received)
+            except InputError as exc:
+                self.send(error_for(exc, parsed))
                 if self._misbehaving(received):
                     await self.close(CloseCode.POLICY, f"more than {settings.max_errors} bad messages in 10 s")
                     return
@@ -165,14 +180,23 @@ class Session:
         if isinstance(message, Frame):
             worker = self._worker("image", message.stream, message.seq)
             # Decoding a large JPEG takes milliseconds: off the loop, so pings and other clients go on.
-            image = await asyncio.to_thread(decode_frame, message, self._max_pixels, self.runtime.image_side)
+            image = await asyncio.to_thread(
+                decode_image,
+                message.data,
+                message.format,
+                self._max_pixels,
+                self.runtime.image_side,
+                width=message.width,
+                height=message.height,
+                pixel_format=message.pixel_format,
+            )
             decoded = time.perf_counter()
             self._submit(worker, "image", message.stream, message.seq, message.ts, image, received, decoded)
         elif isinstance(message, AudioChunk):
             worker = self._worker("audio", message.stream, message.seq)
             # A chunk is at most a few hundred kilobytes; decoding and resampling it takes well under a
             # millisecond, less than handing it to a thread would cost.
-            samples = decode_pcm(message, self._max_chunk_s)
+            samples = decode_pcm(message.data, message.sample_rate, message.channels, message.dtype, self._max_chunk_s)
             window = self._audio_buffer(message.stream).push(samples, message.sample_rate, message.seq, message.ts)
             decoded = time.perf_counter()
             if window is None:
@@ -203,13 +227,13 @@ class Session:
         self.runtime.metrics.inputs.labels(modality).inc()
         worker = self.runtime.workers.get(modality)
         if worker is None:
-            raise ProtocolError(ErrorCode.NOT_SERVED, f"this server does not serve {modality}", seq)
+            raise InputError(ErrorCode.NOT_SERVED, f"this server does not serve {modality}", seq)
         if self.runtime.draining:
-            raise ProtocolError(ErrorCode.SHUTTING_DOWN, "the server is shutting down", seq)
+            raise InputError(ErrorCode.SHUTTING_DOWN, "the server is shutting down", seq)
         key = StreamKey(self.id, modality, stream)
         if key not in self.streams and len(self.streams) >= self.runtime.settings.max_streams:
             limit = self.runtime.settings.max_streams
-            raise ProtocolError(ErrorCode.TOO_MANY_STREAMS, f"at most {limit} streams per connection", seq)
+            raise InputError(ErrorCode.TOO_MANY_STREAMS, f"at most {limit} streams per connection", seq)
         self.streams.add(key)
         return worker
 

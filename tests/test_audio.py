@@ -2,24 +2,24 @@ import numpy as np
 import pytest
 
 from server.audio import WindowBuffer, decode_pcm
-from server.protocol import AudioChunk, ErrorCode, ProtocolError
+from server.errors import ErrorCode, InputError
 
-from .conftest import int16_pcm, tone
+from .helpers import int16_pcm, tone
 
 
-def chunk(data: bytes, channels: int = 1, dtype: str = "int16", rate: int = 16000) -> AudioChunk:
-    return AudioChunk("mic", 1, 0.0, rate, channels, dtype, data)  # type: ignore[arg-type]
+def chunk(data: bytes, channels: int = 1, dtype: str = "int16", rate: int = 16000) -> dict:
+    return {"data": data, "sample_rate": rate, "channels": channels, "dtype": dtype}
 
 
 def test_int16_to_float():
-    samples = decode_pcm(chunk(np.array([0, 16384, -32768], dtype="<i2").tobytes()), 10)
+    samples = decode_pcm(**chunk(np.array([0, 16384, -32768], dtype="<i2").tobytes()), max_seconds=10)
     np.testing.assert_allclose(samples, [0.0, 0.5, -1.0])
     assert samples.dtype == np.float32
 
 
 def test_stereo_is_downmixed():
     stereo = np.array([[0.5, -0.5], [0.25, 0.75]], dtype="<f4").tobytes()
-    np.testing.assert_allclose(decode_pcm(chunk(stereo, channels=2, dtype="float32"), 10), [0.0, 0.5])
+    np.testing.assert_allclose(decode_pcm(**chunk(stereo, channels=2, dtype="float32"), max_seconds=10), [0.0, 0.5])
 
 
 @pytest.mark.parametrize(
@@ -33,8 +33,8 @@ def test_stereo_is_downmixed():
     ],
 )
 def test_bad_pcm(data, dtype, channels, code):
-    with pytest.raises(ProtocolError) as info:
-        decode_pcm(chunk(data, channels, dtype), max_seconds=1.0)
+    with pytest.raises(InputError) as info:
+        decode_pcm(**chunk(data, channels, dtype), max_seconds=1.0)
     assert info.value.code == code
 
 
@@ -48,7 +48,7 @@ def test_1khz_tone_at_16khz_still_peaks_at_1khz_at_48khz():
     source = tone(1000, 3.0, 16000)
     windows = []
     for i, start in enumerate(range(0, len(source), 1600)):  # 100 ms chunks, resampled chunk by chunk
-        pcm = decode_pcm(chunk(int16_pcm(source[start : start + 1600])), 10)
+        pcm = decode_pcm(**chunk(int16_pcm(source[start : start + 1600])), max_seconds=10)
         window = buffer.push(pcm, 16000, seq=i, ts=0.0)
         if window is not None:
             windows.append(window)

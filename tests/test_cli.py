@@ -12,7 +12,7 @@ import httpx
 import pytest
 import websockets
 
-from .conftest import audio, frame, free_port, receive, tone
+from .helpers import audio, frame, free_port, receive, tone
 
 SENSORIUM = shutil.which("sensorium") or str(Path(sys.executable).parent / "sensorium")
 

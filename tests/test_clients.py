@@ -23,7 +23,7 @@ from clients.client import SensoriumClient
 from clients.ledger import Ledger
 from clients.terminal import LivePrinter
 
-from .conftest import REPO, LiveServer, free_port, tone
+from .helpers import REPO, LiveServer, free_port, tone
 
 SENSORIUM = shutil.which("sensorium") or str(Path(sys.executable).parent / "sensorium")
 

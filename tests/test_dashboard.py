@@ -12,7 +12,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from .conftest import REPO, live_server
+from .helpers import REPO, live_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = REPO / "test-artifacts"
@@ -185,7 +185,7 @@ def test_read_only_without_the_flag_and_denied_devices(playwright, server):
 
 
 def test_the_page_reconnects_after_a_server_restart(browser, settings):
-    from .conftest import LiveServer, free_port
+    from .helpers import LiveServer, free_port
 
     port = free_port()
     first = LiveServer(settings, port=port)

@@ -14,9 +14,10 @@ import httpx
 import pytest
 import websockets
 
-from server.security import CloseCode, origin_allowed, presented_token, token_accepted
+from server.errors import CloseCode
+from server.security import origin_allowed, presented_token, token_accepted
 
-from .conftest import audio, connect, frame, free_port, live_server, pack, receive, receive_until, tone
+from .helpers import audio, connect, frame, free_port, live_server, pack, receive, receive_until, tone
 
 TOKEN = "s3cret-token_42"
 
@@ -293,11 +294,11 @@ def test_model_failure_on_one_input_fails_only_that_input(image_model, label_dir
     """Fault injection at the model's boundary: a real model whose preprocessing raises for one input."""
     import numpy as np
 
-    from server.clip import ClipEncoder
+    from server.encoders import ModelSpec, build_encoder
     from server.labelsets import EmbeddingCache, LabelSource
     from server.worker import FutureSink, Job, ModelWorker, StreamKey
 
-    encoder = ClipEncoder.load(image_model, None, "cpu")
+    encoder = build_encoder(ModelSpec("image", image_model))
     real_prepare = encoder.prepare
 
     def prepare(inputs):

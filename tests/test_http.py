@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from .conftest import REPO, connect, jpeg, live_server, pack, receive, tone
+from .helpers import REPO, connect, jpeg, live_server, pack, receive, tone
 
 CAT = (REPO / "samples" / "cat.jpg").read_bytes()
 

@@ -1,19 +1,25 @@
 import numpy as np
 import pytest
 
-from server.imaging import decode_frame
-from server.protocol import ErrorCode, Frame, ProtocolError
+from server.errors import ErrorCode, InputError
+from server.imaging import decode_image
 
-from .conftest import jpeg
+from .helpers import jpeg
 
 
-def make(data: bytes, fmt: str = "jpeg", **geometry) -> Frame:
-    return Frame("camera", 1, 0.0, fmt, data, **geometry)  # type: ignore[arg-type]
+def make(data: bytes, fmt: str = "jpeg", **geometry) -> dict:
+    """Plain decoder fields, as the session and the HTTP API pass them."""
+    return {"data": data, "fmt": fmt, **geometry}
+
+
+def decode(fields: dict, max_pixels: int, min_side: int | None = None):
+    fields = dict(fields)
+    return decode_image(fields.pop("data"), fields.pop("fmt"), max_pixels, min_side, **fields)
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
 def test_encoded_formats(fmt):
-    image = decode_frame(make(jpeg((10, 200, 30), (64, 48), fmt), fmt.lower()), 10**6)
+    image = decode(make(jpeg((10, 200, 30), (64, 48), fmt), fmt.lower()), 10**6)
     assert image.shape == (48, 64, 3) and image.dtype == np.uint8
     r, g, b = image[24, 32]
     assert g > 150 and r < 60 and b < 80
@@ -22,13 +28,13 @@ def test_encoded_formats(fmt):
 def test_raw_bgr_is_flipped_to_rgb():
     bgr = np.zeros((2, 3, 3), np.uint8)
     bgr[..., 0] = 255  # blue in BGR
-    image = decode_frame(make(bgr.tobytes(), "raw", width=3, height=2, pixel_format="bgr24"), 100)
+    image = decode(make(bgr.tobytes(), "raw", width=3, height=2, pixel_format="bgr24"), 100)
     assert tuple(image[0, 0]) == (0, 0, 255)
 
 
-def expect(frame: Frame, code: str, max_pixels: int = 10**6) -> str:
-    with pytest.raises(ProtocolError) as info:
-        decode_frame(frame, max_pixels)
+def expect(frame: dict, code: str, max_pixels: int = 10**6) -> str:
+    with pytest.raises(InputError) as info:
+        decode(frame, max_pixels)
     assert info.value.code == code
     return info.value.message
 
@@ -49,10 +55,10 @@ def test_pixel_limit_checked_from_header():
 
 def test_large_jpegs_decode_at_reduced_scale_but_never_below_twice_the_model_input():
     big = jpeg((90, 120, 150), (1920, 1080))
-    assert decode_frame(make(big), 10**8).shape == (1080, 1920, 3)
-    assert decode_frame(make(big), 10**8, min_side=224).shape == (540, 960, 3)  # 1/2: 540 >= 448
-    assert decode_frame(make(big), 10**8, min_side=64).shape == (135, 240, 3)  # 1/8
+    assert decode(make(big), 10**8).shape == (1080, 1920, 3)
+    assert decode(make(big), 10**8, min_side=224).shape == (540, 960, 3)  # 1/2: 540 >= 448
+    assert decode(make(big), 10**8, min_side=64).shape == (135, 240, 3)  # 1/8
     small = jpeg(size=(640, 480))
-    assert decode_frame(make(small), 10**8, min_side=224).shape == (480, 640, 3)
+    assert decode(make(small), 10**8, min_side=224).shape == (480, 640, 3)
     png = jpeg(size=(1920, 1080), fmt="PNG")
-    assert decode_frame(make(png, "png"), 10**8, min_side=64).shape == (1080, 1920, 3)  # only JPEG scales
+    assert decode(make(png, "png"), 10**8, min_side=64).shape == (1080, 1920, 3)  # only JPEG scales

@@ -2,12 +2,12 @@
 
 import numpy as np
 
-from server.clip import ClipEncoder
 from server.devmodels import write_open_clip
+from server.encoders import ModelSpec, build_encoder
 from server.labels import parse_label_text
 from server.labelsets import EmbeddingCache, embed_labels
 
-from .conftest import live_server
+from .helpers import live_server
 
 LABELS = "\n".join(f"thing number {i}" for i in range(50))
 
@@ -24,7 +24,7 @@ def test_restart_encodes_nothing_new(settings):
 
 def test_cache_is_keyed_by_weights(tmp_path):
     encoders = [
-        ClipEncoder.load(f"local-dir:{write_open_clip(tmp_path / f'seed{seed}', seed=seed)}", None, "cpu")
+        build_encoder(ModelSpec("image", f"local-dir:{write_open_clip(tmp_path / f'seed{seed}', seed=seed)}"))
         for seed in (0, 1)
     ]
     assert encoders[0].name != encoders[1].name or encoders[0].identity != encoders[1].identity
@@ -40,7 +40,7 @@ def test_cache_is_keyed_by_weights(tmp_path):
 
 
 def test_unreadable_cache_file_is_ignored(tmp_path, image_model):
-    encoder = ClipEncoder.load(image_model, None, "cpu")
+    encoder = build_encoder(ModelSpec("image", image_model))
     cache = EmbeddingCache(tmp_path)
     embed_labels(encoder, parse_label_text("dog\ncat\n", ("{}",)), cache)
     (path,) = tmp_path.glob("*.npz")

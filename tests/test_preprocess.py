@@ -1,28 +1,29 @@
 """OpenCV preprocessing must match open_clip's own transform where it matters: the embeddings."""
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from server.clip import ClipEncoder
 from server.devmodels import write_open_clip
+from server.encoders import ModelSpec, build_encoder
 from server.preprocess import PreprocessSpec, preprocess
 
-from .conftest import REPO
+from .helpers import REPO
 
 PICTURES = sorted((REPO / "samples").glob("*.jpg"))
 
 
 @pytest.fixture(scope="module")
-def b32(tmp_path_factory) -> ClipEncoder:
+def b32(tmp_path_factory) -> Any:
     folder = write_open_clip(tmp_path_factory.mktemp("b32") / "model", "ViT-B-32")
-    return ClipEncoder.load(f"local-dir:{folder}", None, "cpu")
+    return build_encoder(ModelSpec("image", f"local-dir:{folder}"))
 
 
-def embed(encoder: ClipEncoder, batch: torch.Tensor) -> np.ndarray:
+def embed(encoder: Any, batch: torch.Tensor) -> np.ndarray:
     with torch.inference_mode():
         return encoder.model.encode_image(batch, normalize=True).numpy()
 

@@ -4,15 +4,16 @@ import msgpack
 import pytest
 
 from server import protocol
-from server.protocol import AudioChunk, Config, ErrorCode, Frame, Ping, ProtocolError, decode_client_message
+from server.errors import ErrorCode, InputError
+from server.protocol import AudioChunk, Config, Frame, Ping, decode_client_message
 
 
 def packed(obj: object) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
-def error_of(obj: object, raw: bytes | None = None) -> ProtocolError:
-    with pytest.raises(ProtocolError) as info:
+def error_of(obj: object, raw: bytes | None = None) -> InputError:
+    with pytest.raises(InputError) as info:
         decode_client_message(raw if raw is not None else packed(obj))
     return info.value
 

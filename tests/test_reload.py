@@ -4,7 +4,7 @@ import asyncio
 import os
 import time
 
-from .conftest import connect, frame, receive
+from .helpers import connect, frame, receive
 
 RELOAD_WITHIN_S = 2.0
 

@@ -11,7 +11,7 @@ import pytest
 import websockets
 from PIL import Image
 
-from .conftest import audio, connect, frame, jpeg, live_server, pack, receive, receive_until, tone
+from .helpers import audio, connect, frame, jpeg, live_server, pack, receive, receive_until, tone
 
 TIMING_KEYS = {"decode_ms", "queue_ms", "preprocess_ms", "encode_ms", "similarity_ms", "total_ms"}
 
