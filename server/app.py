@@ -42,7 +42,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
         return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
     async def stream(websocket: WebSocket) -> None:
-        await Session(websocket, runtime).run()
+        await Session(websocket, runtime.session_context()).run()
 
     async def openapi(request: Request) -> JSONResponse:
         return JSONResponse(openapi_schema())

@@ -10,6 +10,7 @@ import soxr
 from .errors import ErrorCode, InputError
 
 _SAMPLE_WIDTH = {"int16": 2, "float32": 4}
+HOP_TOLERANCE = 1e-6  # of a hop: chunks of 0.1 s add up to 0.9999999 s, which is a hop
 
 
 def decode_pcm(data: bytes, sample_rate: int, channels: int, dtype: str, max_seconds: float) -> np.ndarray:
@@ -56,32 +57,48 @@ class Window:
 class WindowBuffer:
     """Per-stream audio buffer at a fixed rate that emits a window every hop.
 
-    Chunks may arrive at any rate; a streaming resampler keeps the phase across chunk
-    boundaries, so a stream resampled chunk by chunk matches one resampled whole.
+    Hops are counted in the time of the audio received, not in resampled samples: a resampler holds a few
+    milliseconds back, and counting its output would leave a 1.0 s chunk short of a 1.0 s hop. Chunks may
+    arrive at any rate; a streaming resampler keeps the phase across chunk boundaries, so a stream
+    resampled chunk by chunk matches one resampled whole, and ``flush`` drains it at the stream's end.
     """
 
     def __init__(self, rate: int, window_s: float, hop_s: float) -> None:
         self.rate = rate
         self.window_samples = round(window_s * rate)
-        self.hop_samples = round(hop_s * rate)
+        self.hop_s = hop_s
         self._buffer = np.zeros(0, dtype=np.float32)
-        self._since_last_window = 0
+        self._since_window_s = 0.0  # seconds of input received since the last window
         self._input_rate: int | None = None
         self._resampler: soxr.ResampleStream | None = None
 
     def push(self, samples: np.ndarray, sample_rate: int, seq: int, ts: float) -> Window | None:
         """Add mono samples at ``sample_rate``; return a window when a hop has passed."""
-        resampled = self._resample(samples, sample_rate)
-        self._buffer = np.concatenate([self._buffer, resampled])[-self.window_samples :]
-        self._since_last_window += len(resampled)
-        hops = self._since_last_window // self.hop_samples
+        self._append(self._resample(samples, sample_rate))
+        self._since_window_s += len(samples) / sample_rate
+        hops = int(self._since_window_s / self.hop_s + HOP_TOLERANCE)
         if hops == 0:
             return None
-        self._since_last_window -= hops * self.hop_samples
+        self._since_window_s = max(0.0, self._since_window_s - hops * self.hop_s)
         return Window(samples=self._buffer.copy(), rate=self.rate, seq=seq, ts=ts, skipped=hops - 1)
+
+    def flush(self, seq: int, ts: float) -> Window | None:
+        """The stream ended: a window over the hop it had begun, if any audio came since the last window."""
+        if self._resampler is not None:
+            self._append(self._resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+            self._resampler = None
+        if self._since_window_s <= HOP_TOLERANCE * self.hop_s or not len(self._buffer):
+            return None
+        self._since_window_s = 0.0
+        return Window(samples=self._buffer.copy(), rate=self.rate, seq=seq, ts=ts, skipped=0)
+
+    def _append(self, resampled: np.ndarray) -> None:
+        self._buffer = np.concatenate([self._buffer, resampled])[-self.window_samples :]
 
     def _resample(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:
         if sample_rate == self.rate:
+            if self._resampler is not None:  # the rate changed back: what the resampler held comes first
+                self._append(self._resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
             self._input_rate = sample_rate
             self._resampler = None
             return samples.astype(np.float32, copy=False)

@@ -91,7 +91,15 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
         default=d.max_clip_seconds,
         help="longest sound the HTTP API takes in one request (default %(default)s)",
     )
-    limits.add_argument("--max-top-k", type=int, default=d.max_top_k, help="default %(default)s")
+    limits.add_argument(
+        "--max-top-k", type=int, default=d.max_top_k, help="largest top_k a client may ask for (default %(default)s)"
+    )
+    limits.add_argument(
+        "--max-requests",
+        type=int,
+        default=d.max_requests,
+        help="one-shot HTTP requests in the models at once; more get 503 with Retry-After (default %(default)s)",
+    )
     limits.add_argument(
         "--max-connections", type=int, default=d.max_connections, help="more are refused (default %(default)s)"
     )

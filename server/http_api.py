@@ -140,7 +140,7 @@ class HttpApi:
         image, decode_ms = await self._decode_image(upload, received)
         labels = await self._adhoc_labels("image", upload.params)
         outcome = await self._infer("image", image, upload.params, received, decode_ms, labels)
-        return self._classification("image", outcome, labels, received, decode_ms)
+        return self._classification("image", outcome, labels, received, decode_ms, upload.params)
 
     async def classify_audio(self, request: Request) -> dict[str, Any]:
         received = time.perf_counter()
@@ -150,12 +150,16 @@ class HttpApi:
         rate = self.runtime.audio_rate
         windows, outcomes = await self._infer_clip(samples, upload.params, received, decode_ms, labels)
         overall = self._score(mean_embedding(outcomes), outcomes[0], upload.params)
-        body = self._classification("audio", outcomes[0], labels, received, decode_ms)
+        body = self._classification("audio", outcomes[0], labels, received, decode_ms, upload.params)
         body.update(
             top=overall,
             duration_s=round(len(samples) / rate, 3),
             windows=[
-                {"start_s": round(start, 3), "end_s": round(start + len(chunk) / rate, 3), "top": o.top}
+                {
+                    "start_s": round(start, 3),
+                    "end_s": round(start + len(chunk) / rate, 3),
+                    "top": self._top(o, upload.params),
+                }
                 for (start, chunk), o in zip(windows, outcomes, strict=True)
             ],
         )
@@ -349,11 +353,9 @@ class HttpApi:
             payload,
             received=received,
             decode_ms=decode_ms,
-            top_k=params.integer("top_k", DEFAULT_TOP_K, 1, 10_000),
-            min_score=params.number("min_score", 0.0, 0.0, 1.0),
             labels=labels,
         )
-        if outcome.top is None:
+        if outcome.scores is None:
             raise ApiError(ErrorCode.INFERENCE_FAILED, outcome.error or "inference failed", status=500)
         return outcome
 
@@ -368,11 +370,17 @@ class HttpApi:
         return windows, list(outcomes)
 
     def _classification(
-        self, modality: Modality, outcome: ItemOutcome, labels: LabelSet | None, received: float, decode_ms: float
+        self,
+        modality: Modality,
+        outcome: ItemOutcome,
+        labels: LabelSet | None,
+        received: float,
+        decode_ms: float,
+        params: Params,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.runtime.encoders[modality].name,
-            "top": outcome.top,
+            "top": self._top(outcome, params),
             "timings": {
                 "decode_ms": decode_ms,
                 "queue_ms": outcome.queue_ms,
@@ -382,17 +390,23 @@ class HttpApi:
                 "total_ms": _ms_since(received),
             },
         }
-        if labels is None and outcome.label_set is not None:
-            body["labels_version"] = outcome.label_set.version
+        if labels is None and outcome.scores is not None:
+            body["labels_version"] = outcome.scores.label_set.version
         return body
+
+    def _top(self, outcome: ItemOutcome, params: Params) -> list[dict[str, Any]]:
+        assert outcome.scores is not None
+        return self._top_of(outcome.scores.label_set, outcome.scores.similarity[None, :], params)
+
+    def _top_of(self, label_set: Any, similarity: np.ndarray, params: Params) -> list[dict[str, Any]]:
+        scores = softmax_scores(similarity, self.runtime.encoders[label_set.modality].logit_scale)
+        top_k = min(params.integer("top_k", DEFAULT_TOP_K, 1, 10_000), self.runtime.settings.max_top_k)
+        return top_labels(label_set.names, scores[0], similarity[0], top_k, params.number("min_score", 0, 0, 1))
 
     def _score(self, embedding: np.ndarray, like: ItemOutcome, params: Params) -> list[Any]:
         """Score an embedding against the label set ``like`` was scored against."""
-        assert like.label_set is not None
-        similarity = similarities(embedding, like.label_set.matrix)
-        scores = softmax_scores(similarity, self.runtime.encoders["audio"].logit_scale)
-        top_k = min(params.integer("top_k", DEFAULT_TOP_K, 1, 10_000), self.runtime.settings.max_top_k)
-        return top_labels(like.label_set.names, scores[0], similarity[0], top_k, params.number("min_score", 0, 0, 1))
+        assert like.scores is not None
+        return self._top_of(like.scores.label_set, similarities(embedding, like.scores.label_set.matrix), params)
 
     def _embeddings(self, modality: Modality, matrix: np.ndarray) -> dict[str, Any]:
         return {

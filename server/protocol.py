@@ -208,9 +208,7 @@ def _parse_end(f: _Fields) -> End:
 
 
 def _parse_config(f: _Fields) -> Config:
-    top_k = f.optional_int("top_k")
-    if top_k is not None and top_k < 1:
-        raise f.fail("'top_k' must be at least 1")
+    top_k = f.optional_int("top_k")  # its range is the server's limit: the session checks it
     min_score = f.optional_float("min_score")
     if min_score is not None and not 0.0 <= min_score <= 1.0:
         raise f.fail("'min_score' must be between 0 and 1")
@@ -271,6 +269,11 @@ def error(
 
 def pong(ts: float | None, server_ts: float) -> dict[str, Any]:
     return {"type": "pong", "ts": ts, "server_ts": server_ts}
+
+
+def ended(modality: Modality, stream: str) -> dict[str, Any]:
+    """Every input of a stream the client ended has been answered."""
+    return {"type": "ended", "modality": modality, "stream": stream}
 
 
 def labels_changed(modality: Modality, version: int, count: int) -> dict[str, Any]:

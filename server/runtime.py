@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -16,15 +16,15 @@ from . import __version__
 from .encoders import Encoder, load_encoders
 from .errors import CloseCode
 from .hub import ModelUnavailable
+from .inference import LocalEmbedder, warm_up
 from .labels import LabelFileError
 from .labelsets import EmbeddingCache, LabelLimits, LabelSet, LabelSource
 from .metrics import Metrics
-from .protocol import DEFAULT_TOP_K, Modality
+from .protocol import Modality
+from .registry import Registry
+from .session import Serving, SessionContext
 from .settings import Settings
-from .worker import FutureSink, ItemOutcome, Job, ModelWorker, StreamKey, warm_up
-
-if TYPE_CHECKING:
-    from .session import Session
+from .worker import FutureSink, ItemOutcome, Job, ModelWorker, StreamKey
 
 log = logging.getLogger("sensorium")
 
@@ -54,10 +54,9 @@ class Runtime:
         self.encoders: dict[Modality, Encoder] = {}
         self.label_sources: dict[Modality, LabelSource] = {}
         self.workers: dict[Modality, ModelWorker] = {}
-        self.sessions: set[Session] = set()
+        self.sessions = Registry(settings.max_connections)
         self.metrics = Metrics()
         self.metrics.watch_connections(lambda: len(self.sessions))
-        self.draining = False
         self.cache = EmbeddingCache(Path(settings.label_cache).expanduser() if settings.label_cache else None)
         self.audio_rate = 48_000
         self.image_side: int | None = None  # the image model's input side, for reduced-scale JPEG decoding
@@ -87,7 +86,8 @@ class Runtime:
             return
         for modality, encoder in self.encoders.items():
             worker = ModelWorker(
-                encoder, self.label_sources[modality], self.settings.max_batch, self.settings.batch_wait_ms,
+                LocalEmbedder(encoder), self.label_sources[modality], encoder.logit_scale,
+                self.settings.max_batch, self.settings.batch_wait_ms,
                 observe_batch=self.metrics.batch_size.labels(modality).observe,
             )  # fmt: skip
             self.metrics.watch_queue(modality, worker.queue.__len__)
@@ -111,7 +111,7 @@ class Runtime:
                 path,
                 encoder,
                 self.cache,
-                self.broadcast,
+                self.sessions.broadcast,
                 self.settings.reload_debounce_ms,
                 limits=LabelLimits(self.settings.max_labels, self.settings.max_label_file_bytes),
                 metrics=self.metrics,
@@ -156,22 +156,33 @@ class Runtime:
     async def drain(self, timeout: float = 10.0) -> None:
         """Graceful shutdown: take no new connections or inputs, finish what the models hold, send the
         results, then close every connection with 1001 (going away)."""
-        self.draining = True
+        self.sessions.draining = True
         log.info("draining: finishing %d queued inputs for %d clients", self.pending(), len(self.sessions))
         deadline = time.monotonic() + timeout
         while self.pending() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        await asyncio.gather(
-            *(session.close(CloseCode.GOING_AWAY, "the server is shutting down") for session in list(self.sessions))
-        )
+        await self.sessions.close_all(CloseCode.GOING_AWAY, "the server is shutting down")
+
+    @property
+    def draining(self) -> bool:
+        return self.sessions.draining
 
     def pending(self) -> int:
         """Inputs waiting for a model or inside one."""
-        return sum(len(worker.queue) + worker.busy for worker in self.workers.values())
+        return sum(worker.pending() for worker in self.workers.values())
 
     async def wait_ready(self) -> bool:
         await self._ready.wait()
         return self.state == "ok"
+
+    def session_context(self) -> SessionContext:
+        """What a WebSocket session may see of the server."""
+        return SessionContext(self.settings, self.metrics, self.sessions, self._serving)
+
+    async def _serving(self) -> Serving | None:
+        if not await self.wait_ready():
+            return None
+        return Serving(self.workers, self.image_side, self.audio_rate, self.welcome)
 
     # --- one-shot requests (the HTTP API) ------------------------------------------
 
@@ -182,11 +193,10 @@ class Runtime:
         *,
         received: float,
         decode_ms: float,
-        top_k: int = DEFAULT_TOP_K,
-        min_score: float = 0.0,
         labels: LabelSet | None = None,
     ) -> ItemOutcome:
-        """Run one decoded input through its model's worker, batched with the streams."""
+        """Run one decoded input through its model's worker, batched with the streams but never waiting
+        for them (scores come against the whole label set; the caller picks its top)."""
         sink = FutureSink()
         self.workers[modality].submit(
             Job(
@@ -196,20 +206,14 @@ class Runtime:
                 ts=0.0,
                 received=received,
                 decode_ms=decode_ms,
-                top_k=min(top_k, self.settings.max_top_k),
-                min_score=min_score,
                 sink=sink,
                 labels=labels,
+                oneshot=True,
             )
         )
         return await sink.future
 
     # --- what clients see -------------------------------------------------------
-
-    def broadcast(self, message: dict[str, Any]) -> None:
-        """Send to every connected client (called on the event loop)."""
-        for session in list(self.sessions):
-            session.send(message)
 
     def modalities(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}

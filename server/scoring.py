@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -42,3 +43,37 @@ def normalize_rows(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
     out: np.ndarray = (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
     return out
+
+
+class LabelMatrix(Protocol):
+    """What scoring needs of a label set."""
+
+    @property
+    def names(self) -> tuple[str, ...]: ...
+
+    @property
+    def matrix(self) -> np.ndarray:  # (labels, dim), unit rows
+        ...
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One input scored against a whole label set: every label's cosine and softmax score, not only the top."""
+
+    label_set: Any  # the LabelMatrix scored against (a LabelSet in the server)
+    similarity: np.ndarray  # (labels,) raw cosines
+    scores: np.ndarray  # (labels,) softmax over the whole set
+
+    def top(self, top_k: int, min_score: float) -> list[dict[str, Any]]:
+        return top_labels(self.label_set.names, self.scores, self.similarity, top_k, min_score)
+
+
+def score_batch(embeddings: np.ndarray, label_sets: list[LabelMatrix], logit_scale: float) -> list[Scores]:
+    """Score each row of ``embeddings`` against its own label set; rows sharing a set take one matrix product."""
+    out: dict[int, Scores] = {}
+    for label_set in {id(s): s for s in label_sets}.values():
+        rows = [i for i, s in enumerate(label_sets) if s is label_set]
+        similarity = similarities(embeddings[rows], label_set.matrix)
+        scores = softmax_scores(similarity, logit_scale)
+        out.update({i: Scores(label_set, similarity[n], scores[n]) for n, i in enumerate(rows)})
+    return [out[i] for i in range(len(label_sets))]

@@ -1,7 +1,8 @@
-"""One WebSocket client: receive -> decode -> queue for its model -> result -> send.
+"""One WebSocket client: receive -> decode -> queue for its model -> scores -> result -> send.
 
-The hot path reads top to bottom: ``Session.run`` receives, ``_handle`` decodes and queues,
-the model worker encodes and scores, ``deliver`` builds the result, ``_send_loop`` sends it.
+The hot path reads top to bottom: ``Session.run`` receives, ``_handle`` decodes and queues, the model
+worker embeds and scores, ``deliver`` hands the scores to the stream's consumers and builds the result,
+``_send_loop`` sends it. Every error a message can cause is answered in one place, ``_receive_loop``.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import contextlib
 import itertools
 import logging
 import time
-from collections import Counter, deque
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -20,12 +23,14 @@ from . import protocol
 from .audio import WindowBuffer, decode_pcm
 from .errors import CloseCode, ErrorCode, InputError
 from .imaging import decode_image
-from .protocol import DEFAULT_TOP_K, AudioChunk, Config, Frame, Modality, Ping
+from .metrics import Metrics
+from .protocol import DEFAULT_TOP_K, AudioChunk, Config, End, Frame, Modality, Ping
+from .registry import Registry
+from .scoring import Scores
 from .security import SUBPROTOCOL, origin_allowed, presented_token, token_accepted
+from .settings import Settings
+from .streams import Outbox, ResultOptions, ScoreConsumer, StreamState
 from .worker import ItemOutcome, Job, ModelWorker, StreamKey
-
-if TYPE_CHECKING:
-    from .runtime import Runtime
 
 log = logging.getLogger("sensorium.session")
 
@@ -35,36 +40,25 @@ ERROR_WINDOW_S = 10.0
 _session_ids = itertools.count(1)
 
 
-class Outbox:
-    """A bounded queue of messages for one client; when full, the oldest message gives way."""
+@dataclass(frozen=True)
+class Serving:
+    """What a session may use once the models are loaded."""
 
-    def __init__(self, capacity: int) -> None:
-        self._messages: deque[dict[str, Any]] = deque()
-        self._capacity = capacity
-        self._ready = asyncio.Event()
-        self._empty = asyncio.Event()  # set while the sender waits with nothing to send
+    workers: Mapping[Modality, ModelWorker]
+    image_side: int | None  # the image model's input side, for reduced-scale JPEG decoding
+    audio_rate: int  # the rate audio windows are kept at: the audio model's own
+    welcome: Callable[[], dict[str, Any]]
 
-    def put(self, message: dict[str, Any]) -> dict[str, Any] | None:
-        evicted = self._messages.popleft() if len(self._messages) >= self._capacity else None
-        self._messages.append(message)
-        self._ready.set()
-        return evicted
 
-    async def get(self) -> dict[str, Any]:
-        while not self._messages:
-            self._empty.set()
-            self._ready.clear()
-            await self._ready.wait()
-        self._empty.clear()
-        return self._messages.popleft()
+@dataclass(frozen=True)
+class SessionContext:
+    """A session's view of the server: no more than this."""
 
-    async def drained(self, timeout: float) -> bool:
-        """Wait until every message has been handed to the socket."""
-        try:
-            await asyncio.wait_for(self._empty.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+    settings: Settings
+    metrics: Metrics
+    registry: Registry  # admission, release, broadcast
+    serving: Callable[[], Awaitable[Serving | None]]  # waits for the models; None when they failed to load
+    consumers: Callable[[StreamKey], list[ScoreConsumer]] = field(default=lambda key: [])  # per new stream
 
 
 def error_for(exc: InputError, message: protocol.ClientMessage | None) -> dict[str, Any]:
@@ -80,64 +74,56 @@ def error_for(exc: InputError, message: protocol.ClientMessage | None) -> dict[s
 
 
 class Session:
-    def __init__(self, websocket: WebSocket, runtime: Runtime) -> None:
+    def __init__(self, websocket: WebSocket, context: SessionContext) -> None:
         self.id = next(_session_ids)
         self.websocket = websocket
-        self.runtime = runtime
-        settings = runtime.settings
-        self.top_k = DEFAULT_TOP_K
-        self.min_score = 0.0
+        self.context = context
+        self.settings = context.settings
+        self.options = ResultOptions(DEFAULT_TOP_K, 0.0)
         self.outbox = Outbox(OUTBOX_CAPACITY)
-        self.dropped: Counter[tuple[Modality, str]] = Counter()
-        self.audio_buffers: dict[str, WindowBuffer] = {}
-        self.streams: set[StreamKey] = set()
+        self.streams: dict[StreamKey, StreamState] = {}
         self.closed = False
+        self.serving: Serving | None = None
         self._recent_errors: deque[float] = deque()
-        self._max_pixels = settings.max_image_pixels
-        self._max_chunk_s = settings.max_audio_chunk_seconds
 
     async def run(self) -> None:
-        refusal = self._refusal()
         offered = self.websocket.scope.get("subprotocols", [])
         await self.websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        refusal = self._refusal() or self.context.registry.admit(self)
         if refusal is not None:
             # Accept-then-close, so the client sees a close code and reason instead of a bare HTTP 403.
             await self.websocket.close(*refusal)
             return
-        self.runtime.sessions.add(self)
         sender = asyncio.create_task(self._send_loop(), name=f"send-{self.id}")
         try:
-            if not await self.runtime.wait_ready():
-                await self.websocket.close(code=1011, reason="models failed to load")
+            self.serving = await self.context.serving()
+            if self.serving is None:
+                await self.websocket.close(code=CloseCode.MODELS_FAILED, reason="models failed to load")
                 return
-            self.send(self.runtime.welcome())
+            self.send(self.serving.welcome())
             await self._receive_loop()
         finally:
             self.closed = True
-            self.runtime.sessions.discard(self)
-            for worker in self.runtime.workers.values():
-                worker.queue.discard(self.streams)
+            self.context.registry.release(self)
+            if self.serving is not None:
+                for worker in self.serving.workers.values():
+                    worker.queue.discard(set(self.streams))
             sender.cancel()
 
     def _refusal(self) -> tuple[int, str] | None:
-        settings = self.runtime.settings
         headers = self.websocket.headers
-        if not origin_allowed(headers.get("origin"), headers.get("host"), settings.allow_origin):
+        if not origin_allowed(headers.get("origin"), headers.get("host"), self.settings.allow_origin):
             return CloseCode.FORBIDDEN_ORIGIN, f"origin {headers.get('origin')} is not allowed"
         token = presented_token(
             headers.get("authorization"), self.websocket.query_params.get("token"),
             self.websocket.scope.get("subprotocols", []),
         )  # fmt: skip
-        if not token_accepted(settings.token, token):
+        if not token_accepted(self.settings.token, token):
             return CloseCode.UNAUTHORIZED, "a valid token is required"
-        if self.runtime.draining:
-            return CloseCode.GOING_AWAY, "the server is shutting down"
-        if len(self.runtime.sessions) >= settings.max_connections:
-            return CloseCode.TOO_MANY_CONNECTIONS, f"the server is full ({settings.max_connections} connections)"
         return None
 
     async def _receive_loop(self) -> None:
-        settings = self.runtime.settings
+        settings = self.settings
         while True:
             try:
                 message = await asyncio.wait_for(self.websocket.receive(), settings.idle_timeout)
@@ -161,13 +147,14 @@ class Session:
                     return
             except Exception:  # a bug met by one message must not end the connection or go unseen
                 log.exception("client %d: unexpected failure handling a message", self.id)
-                self.send(protocol.error(ErrorCode.INTERNAL, "the server failed on this message; see its log"))
+                internal = InputError(ErrorCode.INTERNAL, "the server failed on this message; see its log")
+                self.send(error_for(internal, parsed))
 
     def _misbehaving(self, now: float) -> bool:
         self._recent_errors.append(now)
         while self._recent_errors and self._recent_errors[0] < now - ERROR_WINDOW_S:
             self._recent_errors.popleft()
-        return len(self._recent_errors) > self.runtime.settings.max_errors
+        return len(self._recent_errors) > self.settings.max_errors
 
     async def close(self, code: int, reason: str) -> None:
         """Send what is queued, then close."""
@@ -177,118 +164,143 @@ class Session:
             await self.websocket.close(code=code, reason=reason)
 
     async def _handle(self, message: protocol.ClientMessage, received: float) -> None:
+        assert self.serving is not None
         if isinstance(message, Frame):
-            worker = self._worker("image", message.stream, message.seq)
+            worker, state = self._admit_input("image", message.stream)
             # Decoding a large JPEG takes milliseconds: off the loop, so pings and other clients go on.
             image = await asyncio.to_thread(
                 decode_image,
                 message.data,
                 message.format,
-                self._max_pixels,
-                self.runtime.image_side,
+                self.settings.max_image_pixels,
+                self.serving.image_side,
                 width=message.width,
                 height=message.height,
                 pixel_format=message.pixel_format,
             )
-            decoded = time.perf_counter()
-            self._submit(worker, "image", message.stream, message.seq, message.ts, image, received, decoded)
+            self._submit(worker, state, message.seq, message.ts, image, received)
         elif isinstance(message, AudioChunk):
-            worker = self._worker("audio", message.stream, message.seq)
+            worker, state = self._admit_input("audio", message.stream)
             # A chunk is at most a few hundred kilobytes; decoding and resampling it takes well under a
             # millisecond, less than handing it to a thread would cost.
-            samples = decode_pcm(message.data, message.sample_rate, message.channels, message.dtype, self._max_chunk_s)
-            window = self._audio_buffer(message.stream).push(samples, message.sample_rate, message.seq, message.ts)
-            decoded = time.perf_counter()
-            if window is None:
-                return
-            if window.skipped:
-                self._count_dropped("audio", message.stream, window.skipped)
-            self._submit(
-                worker,
-                "audio",
-                message.stream,
-                window.seq,
-                window.ts,
-                window.samples,
-                received,
-                decoded,
-                window_s=round(window.seconds, 3),
+            samples = decode_pcm(
+                message.data,
+                message.sample_rate,
+                message.channels,
+                message.dtype,
+                self.settings.max_audio_chunk_seconds,
             )
+            window = self._audio_buffer(state).push(samples, message.sample_rate, message.seq, message.ts)
+            if window is not None:
+                self._count_dropped(state, window.skipped)
+                self._submit(worker, state, window.seq, window.ts, window.samples, received, window.seconds)
+        elif isinstance(message, End):
+            self._end_stream(message, received)
         elif isinstance(message, Config):
-            if message.top_k is not None:
-                self.top_k = min(message.top_k, self.runtime.settings.max_top_k)
-            if message.min_score is not None:
-                self.min_score = message.min_score
+            self._configure(message)
         elif isinstance(message, Ping):
             self.send(protocol.pong(message.ts, time.time()))
 
-    def _worker(self, modality: Modality, stream: str, seq: int) -> ModelWorker:
-        """The model for an input, once it is known the input can be taken."""
-        self.runtime.metrics.inputs.labels(modality).inc()
-        worker = self.runtime.workers.get(modality)
+    def _admit_input(self, modality: Modality, stream: str) -> tuple[ModelWorker, StreamState]:
+        """The model and stream state for an input, once it is known the input can be taken."""
+        assert self.serving is not None
+        self.context.metrics.inputs.labels(modality).inc()
+        worker = self.serving.workers.get(modality)
         if worker is None:
-            raise InputError(ErrorCode.NOT_SERVED, f"this server does not serve {modality}", seq)
-        if self.runtime.draining:
-            raise InputError(ErrorCode.SHUTTING_DOWN, "the server is shutting down", seq)
+            raise InputError(ErrorCode.NOT_SERVED, f"this server does not serve {modality}")
+        if self.context.registry.draining:
+            raise InputError(ErrorCode.SHUTTING_DOWN, "the server is shutting down")
         key = StreamKey(self.id, modality, stream)
-        if key not in self.streams and len(self.streams) >= self.runtime.settings.max_streams:
-            limit = self.runtime.settings.max_streams
-            raise InputError(ErrorCode.TOO_MANY_STREAMS, f"at most {limit} streams per connection", seq)
-        self.streams.add(key)
-        return worker
+        state = self.streams.get(key)
+        if state is None:
+            if len(self.streams) >= self.settings.max_streams:
+                limit = self.settings.max_streams
+                raise InputError(ErrorCode.TOO_MANY_STREAMS, f"at most {limit} streams per connection")
+            state = self.streams[key] = StreamState(key, consumers=self.context.consumers(key))
+        return worker, state
 
-    def _audio_buffer(self, stream: str) -> WindowBuffer:
-        buffer = self.audio_buffers.get(stream)
-        if buffer is None:
-            settings = self.runtime.settings
-            rate = self.runtime.audio_rate
-            buffer = self.audio_buffers[stream] = WindowBuffer(rate, settings.audio_window, settings.audio_hop)
-        return buffer
+    def _audio_buffer(self, state: StreamState) -> WindowBuffer:
+        if state.audio is None:
+            assert self.serving is not None
+            state.audio = WindowBuffer(self.serving.audio_rate, self.settings.audio_window, self.settings.audio_hop)
+        return state.audio
 
     def _submit(
         self,
         worker: ModelWorker,
-        modality: Modality,
-        stream: str,
+        state: StreamState,
         seq: int,
         ts: float,
         payload: Any,
         received: float,
-        decoded: float,
         window_s: float | None = None,
     ) -> None:
-        key = StreamKey(self.id, modality, stream)
+        state.pending += 1
+        decode_ms = round((time.perf_counter() - received) * 1000, 3)
         worker.submit(
             Job(
-                stream=key,
+                stream=state.key,
                 payload=payload,
                 seq=seq,
                 ts=ts,
                 received=received,
-                decode_ms=round((decoded - received) * 1000, 3),
-                top_k=self.top_k,
-                min_score=self.min_score,
+                decode_ms=decode_ms,
                 sink=self,
-                window_s=window_s,
+                window_s=None if window_s is None else round(window_s, 3),
+                options=self.options,
             )
         )
+
+    def _end_stream(self, message: End, received: float) -> None:
+        """No more input on this stream: classify an audio stream's begun hop, then say ``ended``."""
+        assert self.serving is not None
+        state = self.streams.get(StreamKey(self.id, message.modality, message.stream))
+        if state is None:
+            self.send(protocol.ended(message.modality, message.stream))
+            return
+        state.ending = True
+        worker = self.serving.workers.get(message.modality)
+        tail = state.audio.flush(message.seq or -1, time.time()) if state.audio is not None else None
+        if tail is not None and worker is not None:
+            self._submit(worker, state, tail.seq, tail.ts, tail.samples, received, tail.seconds)
+        self._finish_if_ended(state)
+
+    def _configure(self, message: Config) -> None:
+        top_k = self.options.top_k if message.top_k is None else message.top_k
+        if not 1 <= top_k <= self.settings.max_top_k:
+            raise InputError(ErrorCode.BAD_FIELD, f"'top_k' must be between 1 and {self.settings.max_top_k}")
+        min_score = self.options.min_score if message.min_score is None else message.min_score
+        self.options = ResultOptions(top_k, min_score)  # a new object: queued inputs keep the options they came with
 
     # --- called by the model worker, on the event loop ---------------------
 
     def count_dropped(self, job: Job, count: int) -> None:
-        self._count_dropped(job.stream.modality, job.stream.name, count)
+        state = self.streams.get(job.stream)
+        if state is not None:
+            state.pending -= count
+            self._count_dropped(state, count)
+            self._finish_if_ended(state)
 
-    def _count_dropped(self, modality: Modality, stream: str, count: int) -> None:
-        self.dropped[modality, stream] += count
-        self.runtime.metrics.dropped.labels(modality).inc(count)
+    def _count_dropped(self, state: StreamState, count: int) -> None:
+        if count:
+            state.dropped += count
+            self.context.metrics.dropped.labels(state.key.modality).inc(count)
 
     def deliver(self, job: Job, outcome: ItemOutcome) -> None:
-        if self.closed:
+        state = self.streams.get(job.stream)
+        if self.closed or state is None:
             return
-        if outcome.top is None or outcome.label_set is None:
-            self.send(protocol.error(ErrorCode.INFERENCE_FAILED, outcome.error or "inference failed", job.seq))
-            return
+        state.pending -= 1
         _, modality, stream = job.stream
+        if outcome.scores is None:
+            message = outcome.error or "inference failed"
+            self.send(protocol.error(ErrorCode.INFERENCE_FAILED, message, job.seq, modality=modality, stream=stream))
+        else:
+            self._send_result(job, outcome, outcome.scores, state)
+        self._finish_if_ended(state)
+
+    def _send_result(self, job: Job, outcome: ItemOutcome, scores: Scores, state: StreamState) -> None:
+        options: ResultOptions = job.options
         timings = {
             "decode_ms": job.decode_ms,
             "queue_ms": outcome.queue_ms,
@@ -297,30 +309,42 @@ class Session:
             "similarity_ms": outcome.similarity_ms,
             "total_ms": round((time.perf_counter() - job.received) * 1000, 3),
         }
-        self.runtime.metrics.observe_result(modality, timings)
+        self.context.metrics.observe_result(state.key.modality, timings)
+        dropped, state.dropped = state.dropped, 0
         self.send(
             protocol.result(
-                modality=modality,
-                stream=stream,
+                modality=state.key.modality,
+                stream=state.key.name,
                 seq=job.seq,
                 ts=job.ts,
-                labels_version=outcome.label_set.version,
-                top=outcome.top,
+                labels_version=scores.label_set.version,
+                top=scores.top(options.top_k, options.min_score),
                 timings=timings,
-                dropped=self.dropped.pop((modality, stream), 0),
+                dropped=dropped,
                 window_s=job.window_s,
             )
         )
+        # Consumers see every label's score, not only the top ones sent, so a label leaving the top is seen too.
+        for consumer in state.consumers:
+            for message in consumer.consume(state.key, job.seq, job.ts, scores):
+                self.send(message)
+
+    def _finish_if_ended(self, state: StreamState) -> None:
+        if state.ending and state.pending <= 0:
+            del self.streams[state.key]
+            self.send(protocol.ended(state.key.modality, state.key.name))
 
     # --- sending ------------------------------------------------------------
 
     def send(self, message: dict[str, Any]) -> None:
         if message["type"] == "error":
-            self.runtime.metrics.errors.labels(message["code"]).inc()
+            self.context.metrics.errors.labels(message["code"]).inc()
         evicted = self.outbox.put(message)
         if evicted is not None and evicted["type"] == "result":
             # A client that does not read loses its oldest results, and learns how many in the next one.
-            self._count_dropped(evicted["modality"], evicted["stream"], 1 + evicted["dropped"])
+            state = self.streams.get(StreamKey(self.id, evicted["modality"], evicted["stream"]))
+            if state is not None:
+                self._count_dropped(state, 1 + evicted["dropped"])
 
     async def _send_loop(self) -> None:
         try:

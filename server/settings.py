@@ -35,6 +35,7 @@ class Settings:
     max_audio_chunk_seconds: float = 10.0
     max_clip_seconds: float = 600.0
     max_top_k: int = 100
+    max_requests: int = 16
     max_connections: int = 64
     max_streams: int = 8
     idle_timeout: float = 120.0
@@ -56,6 +57,8 @@ class Settings:
             raise ValueError("--audio-window must be at least --audio-hop and at most 30 seconds")
         if self.max_batch < 1:
             raise ValueError("--max-batch must be at least 1")
+        if self.max_requests < 1:
+            raise ValueError("--max-requests must be at least 1")
         if self.token is not None and (not self.token or not self.token.isascii() or not self.token.isprintable()
                                        or any(c in self.token for c in " ,;\"")):  # fmt: skip
             raise ValueError("--token must be printable ASCII without spaces, commas, semicolons or quotes")

@@ -1,8 +1,9 @@
-"""Inference: one worker per model, fed by a latest-wins queue that batches across clients.
+"""The server's side of inference: which inputs wait, which go together, and what their scores are.
 
-Each stream (a client's camera, a client's microphone) holds at most one waiting input. A
-newer input replaces the waiting one, and the replaced one is counted as dropped for that
-stream, so nothing queues without bound and every input gets a result or a count.
+Each stream (a client's camera, a client's microphone) holds at most one waiting input. A newer input
+replaces the waiting one, and the replaced one is counted as dropped for that stream, so nothing queues
+without bound and every input gets a result or a count. The model itself is behind ``Embedder.embed``
+(server/inference.py), which may run in this process or elsewhere.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from .encoders import Encoder
+from .inference import Embedded, Embedder
 from .labelsets import LabelSet, LabelSource
 from .protocol import Modality
-from .scoring import similarities, softmax_scores, top_labels
+from .scoring import Scores, score_batch
 
 log = logging.getLogger("sensorium.worker")
 
@@ -32,7 +33,7 @@ class StreamKey(NamedTuple):
 
 
 class Sink(Protocol):
-    """Where a job's outcome goes: the connection that sent the input."""
+    """Where a job's outcome goes: the connection that sent the input, or a one-shot request."""
 
     def count_dropped(self, job: Job, count: int) -> None: ...
 
@@ -49,38 +50,23 @@ class Job:
     ts: float
     received: float  # perf_counter() when the message arrived
     decode_ms: float
-    top_k: int
-    min_score: float
     sink: Sink
     window_s: float | None = None
     labels: LabelSet | None = None  # ad-hoc labels; None scores against the label file's current set
+    oneshot: bool = False  # a one-shot request (HTTP), not a stream: never waited for, never makes others wait
+    options: Any = None  # the sink's own per-input options (a session's top_k and min_score); never read here
     enqueued: float = field(default_factory=time.perf_counter)
 
 
 @dataclass(frozen=True)
 class ItemOutcome:
-    top: list[dict[str, Any]] | None
-    error: str | None
     embedding: np.ndarray | None  # (dim,), unit length
-    label_set: LabelSet | None  # what ``top`` was scored against
+    scores: Scores | None  # against the whole label set; None when the model failed on this input
+    error: str | None
     queue_ms: float
     preprocess_ms: float
     encode_ms: float
     similarity_ms: float
-
-
-class FutureSink:
-    """The sink of a one-shot request: the outcome resolves a future."""
-
-    def __init__(self) -> None:
-        self.future: asyncio.Future[ItemOutcome] = asyncio.get_running_loop().create_future()
-
-    def count_dropped(self, job: Job, count: int) -> None:
-        raise AssertionError("one-shot jobs have streams of their own and are never replaced")
-
-    def deliver(self, job: Job, outcome: ItemOutcome) -> None:
-        if not self.future.done():
-            self.future.set_result(outcome)
 
 
 class LatestWinsQueue:
@@ -99,7 +85,8 @@ class LatestWinsQueue:
         return len(self._last_seen)
 
     def put(self, job: Job) -> None:
-        self._last_seen[job.stream] = job.enqueued
+        if not job.oneshot:  # one-shot requests come once: nothing should wait for their next input
+            self._last_seen[job.stream] = job.enqueued
         replaced = self._waiting.pop(job.stream, None)
         if replaced is not None:
             replaced.sink.count_dropped(replaced, 1)
@@ -110,24 +97,24 @@ class LatestWinsQueue:
     async def take(self, limit: int, wait_s: float = 0.0) -> list[Job]:
         """Up to ``limit`` jobs. While other recently active streams have nothing waiting, wait up to
         ``wait_s`` for their next input, so concurrent clients share model calls; the input of a lone
-        stream never waits."""
+        stream never waits, and neither does a batch holding a one-shot request."""
         while not self._waiting:
             self._ready.clear()
             await self._ready.wait()
-        now = time.perf_counter()
-        if wait_s > 0 and len(self._waiting) < min(limit, self.active_streams(now)):
-            deadline = now + wait_s
-            while (
-                len(self._waiting) < min(limit, self.active_streams(time.perf_counter()))
-                and (remaining := deadline - time.perf_counter()) > 0
-            ):
-                self._ready.clear()
-                try:
-                    await asyncio.wait_for(self._ready.wait(), remaining)
-                except TimeoutError:
-                    break
+        deadline = time.perf_counter() + wait_s
+        while self._worth_waiting(limit) and (remaining := deadline - time.perf_counter()) > 0:
+            self._ready.clear()
+            try:
+                await asyncio.wait_for(self._ready.wait(), remaining)
+            except TimeoutError:
+                break
         streams = list(self._waiting)[:limit]
         return [self._waiting.pop(stream) for stream in streams]
+
+    def _worth_waiting(self, limit: int) -> bool:
+        if any(job.oneshot for job in self._waiting.values()):
+            return False
+        return len(self._waiting) < min(limit, self.active_streams(time.perf_counter()))
 
     def discard(self, streams: set[StreamKey]) -> None:
         for stream in streams:
@@ -139,110 +126,113 @@ class LatestWinsQueue:
 
 
 class ModelWorker:
-    """Runs one model on its own thread, so the event loop keeps serving while it computes."""
+    """Feeds one model: takes batches from the queue, embeds them, scores them, hands out the outcomes."""
 
     def __init__(
         self,
-        encoder: Encoder,
+        embedder: Embedder,
         labels: LabelSource,
+        logit_scale: float,
         max_batch: int,
         batch_wait_ms: float = 0.0,
         observe_batch: Callable[[float], None] | None = None,
     ) -> None:
-        self.encoder = encoder
+        self.embedder = embedder
         self.labels = labels  # read at batch time, so a reload applies from the next batch
+        self.logit_scale = logit_scale
         self.max_batch = max_batch
         self.batch_wait_s = batch_wait_ms / 1000
         self.observe_batch = observe_batch or (lambda size: None)
-        self.busy = 0  # inputs inside the model now
+        self.in_flight = 0  # inputs inside the embedder now, over every batch in flight
         self.queue = LatestWinsQueue()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{encoder.modality}")
+        # Scoring is numpy work of its own: a thread beside the model's, so the event loop never does it.
+        self._scorer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"score-{labels.modality}")
+        self._batches: set[asyncio.Task[None]] = set()
 
     def submit(self, job: Job) -> None:
         self.queue.put(job)
 
+    def pending(self) -> int:
+        """Inputs waiting for the model or inside it."""
+        return len(self.queue) + self.in_flight
+
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
+        # At most ``embedder.concurrency`` batches at once: a local model takes one, a pool of remote ones more.
+        slots = asyncio.Semaphore(self.embedder.concurrency)
         while True:
+            await slots.acquire()
             jobs = await self.queue.take(self.max_batch, self.batch_wait_s)
-            label_set = self.labels.current
-            assert label_set is not None  # workers start after the first load
-            started = time.perf_counter()
-            self.observe_batch(len(jobs))
-            self.busy = len(jobs)
-            try:
-                outcomes = await loop.run_in_executor(self._executor, self._infer, jobs, label_set, started)
-            finally:
-                self.busy = 0
-            for job, outcome in zip(jobs, outcomes, strict=True):
-                job.sink.deliver(job, outcome)
+            task = asyncio.create_task(self._process(jobs))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+            task.add_done_callback(lambda _: slots.release())
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-    def _infer(self, jobs: list[Job], label_set: LabelSet, started: float) -> list[ItemOutcome]:
+    async def _process(self, jobs: list[Job]) -> None:
+        label_set = self.labels.current
+        assert label_set is not None  # workers start after the first load
+        started = time.perf_counter()
+        self.observe_batch(len(jobs))
+        self.in_flight += len(jobs)
         try:
-            return infer_batch(self.encoder, jobs, label_set, started)
+            outcomes = await self._embed_and_score(jobs, label_set, started)
+        finally:
+            self.in_flight -= len(jobs)
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            job.sink.deliver(job, outcome)
+
+    async def _embed_and_score(self, jobs: list[Job], label_set: LabelSet, started: float) -> list[ItemOutcome]:
+        try:
+            embedded = await self.embedder.embed([job.payload for job in jobs])
         except Exception:
             if len(jobs) == 1:
-                log.exception("%s model failed on %s seq %s", self.encoder.modality, jobs[0].stream, jobs[0].seq)
+                log.exception("%s model failed on %s seq %s", self.labels.modality, jobs[0].stream, jobs[0].seq)
                 return [_failed(jobs[0], started, "the model failed on this input; see the server log")]
-        # One bad input must not fail its batch-mates: run them one by one.
-        return [self._infer([job], label_set, started)[0] for job in jobs]
+            # One bad input must not fail its batch-mates: run them one by one.
+            return [(await self._embed_and_score([job], label_set, started))[0] for job in jobs]
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._scorer, self._score, jobs, embedded, label_set, started)
+
+    def _score(self, jobs: list[Job], embedded: Embedded, label_set: LabelSet, started: float) -> list[ItemOutcome]:
+        t0 = time.perf_counter()
+        scores = score_batch(embedded.embeddings, [job.labels or label_set for job in jobs], self.logit_scale)
+        similarity_ms = _ms(t0, time.perf_counter())
+        return [
+            ItemOutcome(
+                embedding=embedded.embeddings[i],
+                scores=scores[i],
+                error=None,
+                queue_ms=_ms(job.enqueued, started),
+                preprocess_ms=embedded.preprocess_ms,
+                encode_ms=embedded.encode_ms,
+                similarity_ms=similarity_ms,
+            )
+            for i, job in enumerate(jobs)
+        ]
+
+    def close(self) -> None:
+        for task in self._batches:
+            task.cancel()
+        self.embedder.close()
+        self._scorer.shutdown(wait=False, cancel_futures=True)
 
 
-def infer_batch(encoder: Encoder, jobs: list[Job], label_set: LabelSet, started: float) -> list[ItemOutcome]:
-    """preprocess -> encode -> similarity -> top-k for a batch, timing each stage."""
-    t0 = time.perf_counter()
-    prepared = encoder.prepare([job.payload for job in jobs])
-    t1 = time.perf_counter()
-    embeddings = encoder.encode(prepared)
-    t2 = time.perf_counter()
-    used = [job.labels or label_set for job in jobs]
-    tops = _rank(embeddings, used, jobs, label_set, encoder.logit_scale)
-    t3 = time.perf_counter()
-    return [
-        ItemOutcome(
-            top=top,
-            error=None,
-            embedding=embeddings[i],
-            label_set=used[i],
-            queue_ms=_ms(job.enqueued, started),
-            preprocess_ms=_ms(t0, t1),
-            encode_ms=_ms(t1, t2),
-            similarity_ms=_ms(t2, t3),
-        )
-        for i, (job, top) in enumerate(zip(jobs, tops, strict=True))
-    ]
+class FutureSink:
+    """The sink of a one-shot request: the outcome resolves a future."""
 
+    def __init__(self) -> None:
+        self.future: asyncio.Future[ItemOutcome] = asyncio.get_running_loop().create_future()
 
-def _rank(
-    embeddings: np.ndarray, used: list[LabelSet], jobs: list[Job], shared: LabelSet, logit_scale: float
-) -> list[list[dict[str, Any]]]:
-    # Inputs scored against the shared label set take one matrix product together; ad-hoc ones their own.
-    together = [i for i, labels in enumerate(used) if labels is shared]
-    rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    if together:
-        similarity = similarities(embeddings[together], shared.matrix)
-        scores = softmax_scores(similarity, logit_scale)
-        rows.update({i: (scores[n], similarity[n]) for n, i in enumerate(together)})
-    for i, labels in enumerate(used):
-        if i not in rows:
-            similarity = similarities(embeddings[i : i + 1], labels.matrix)
-            rows[i] = (softmax_scores(similarity, logit_scale)[0], similarity[0])
-    return [top_labels(used[i].names, rows[i][0], rows[i][1], job.top_k, job.min_score) for i, job in enumerate(jobs)]
+    def count_dropped(self, job: Job, count: int) -> None:
+        raise AssertionError("one-shot jobs have streams of their own and are never replaced")
+
+    def deliver(self, job: Job, outcome: ItemOutcome) -> None:
+        if not self.future.done():
+            self.future.set_result(outcome)
 
 
 def _failed(job: Job, started: float, message: str) -> ItemOutcome:
-    return ItemOutcome(None, message, None, None, _ms(job.enqueued, started), 0.0, 0.0, 0.0)
+    return ItemOutcome(None, None, message, _ms(job.enqueued, started), 0.0, 0.0, 0.0)
 
 
 def _ms(start: float, end: float) -> float:
     return round((end - start) * 1000.0, 3)
-
-
-def warm_up(encoder: Encoder, sample: Any) -> None:
-    """One forward pass, so the first client does not pay for lazy initialisation."""
-    embedding = encoder.encode(encoder.prepare([sample]))
-    if not np.isfinite(embedding).all():
-        raise RuntimeError(f"{encoder.modality} model produced non-finite output on warm-up")

@@ -82,3 +82,29 @@ def test_sample_rate_change_mid_stream():
     assert buffer.push(tone(440, 0.5, 16000), 16000, 1, 0.0) is None
     window = buffer.push(tone(440, 0.6, 44100), 44100, 2, 0.0)
     assert window is not None and window.seq == 2
+
+
+def test_a_one_second_chunk_at_44k_is_one_hop():
+    # Hops count input time: the HQ resampler holds samples back, which once left this chunk without a result.
+    buffer = WindowBuffer(48000, window_s=5.0, hop_s=1.0)
+    window = buffer.push(tone(440, 1.0, 44100), 44100, seq=0, ts=0.0)
+    assert window is not None and window.skipped == 0
+    assert 0.9 < window.seconds <= 1.0
+
+
+def test_three_seconds_in_chunks_give_three_windows_and_flush_classifies_the_tail():
+    buffer = WindowBuffer(48000, window_s=5.0, hop_s=1.0)
+    source = tone(440, 3.5, 44100)
+    windows = [buffer.push(source[i : i + 4410], 44100, i, 0.0) for i in range(0, len(source), 4410)]
+    assert sum(w is not None for w in windows[:30]) == 3  # 3.0 s: three hops
+    assert all(w is None for w in windows[30:])  # the last half second is a hop begun
+    tail = buffer.flush(seq=99, ts=0.0)
+    assert tail is not None and tail.seq == 99
+    assert abs(tail.seconds - 3.5) < 0.01  # the resampler's held-back samples are drained too
+    assert buffer.flush(seq=100, ts=0.0) is None  # nothing new since
+
+
+def test_flush_after_a_whole_hop_gives_nothing():
+    buffer = WindowBuffer(48000, window_s=5.0, hop_s=1.0)
+    assert buffer.push(np.zeros(48000, np.float32), 48000, 0, 0.0) is not None
+    assert buffer.flush(1, 0.0) is None

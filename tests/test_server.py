@@ -76,10 +76,17 @@ def test_scores_are_a_softmax_over_the_whole_label_set(server):
     async def scenario():
         ws = await connect(server)
         count = server.app.state.runtime.label_sources["image"].current.matrix.shape[0]
-        await ws.send(pack({"type": "config", "top_k": 1000}))
+        limit = server.settings.max_top_k
+        # top_k over the limit is refused like top_k 0, not capped without a word
+        for wrong in (0, limit + 1):
+            await ws.send(pack({"type": "config", "top_k": wrong}))
+            refusal = await receive(ws)
+            assert refusal["type"] == "error" and refusal["code"] == "bad_field", refusal
+            assert f"between 1 and {limit}" in refusal["message"], refusal
+        await ws.send(pack({"type": "config", "top_k": limit}))
         await ws.send(frame(1))
         result = await receive(ws)
-        assert len(result["top"]) == min(count, server.settings.max_top_k)
+        assert len(result["top"]) == min(count, limit)
         await ws.send(pack({"type": "config", "top_k": 2, "min_score": 0.0}))
         await ws.send(frame(2))
         assert len((await receive(ws))["top"]) == 2

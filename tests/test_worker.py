@@ -14,8 +14,8 @@ class Recorder:
         raise AssertionError("not used")
 
 
-def job(sink: Recorder, session: int, seq: int, stream: str = "camera") -> Job:
-    return Job(StreamKey(session, "image", stream), None, seq, 0.0, 0.0, 0.0, 5, 0.0, sink)
+def job(sink: Recorder, session: int, seq: int, stream: str = "camera", oneshot: bool = False) -> Job:
+    return Job(StreamKey(session, "image", stream), None, seq, 0.0, 0.0, 0.0, sink, oneshot=oneshot)
 
 
 def test_latest_frame_wins_and_the_skipped_are_counted():
@@ -95,5 +95,35 @@ def test_batch_wait_gathers_the_other_active_streams_but_a_lone_stream_never_wai
         started = loop.time()
         assert len(await queue.take(8, wait_s=1.0)) == 4
         assert loop.time() - started < 0.5  # every active stream has its input in: no wait
+
+    asyncio.run(scenario())
+
+
+def test_one_shot_requests_never_wait_and_never_make_others_wait():
+    """HTTP requests once counted as active streams for 2 s, so the next input waited the whole batch wait."""
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        sink = Recorder()
+        queue = LatestWinsQueue()
+        for n in range(3):  # back-to-back one-shot requests, each its own key
+            queue.put(job(sink, 0, 0, stream=f"request-{n}", oneshot=True))
+            started = loop.time()
+            assert len(await queue.take(8, wait_s=1.0)) == 1
+            assert loop.time() - started < 0.5
+        assert queue.active_streams(loop.time()) == 0
+
+        queue.put(job(sink, 1, 0))  # a stream that is alone now: never waits
+        started = loop.time()
+        assert len(await queue.take(8, wait_s=1.0)) == 1
+        assert loop.time() - started < 0.5
+
+        queue.put(job(sink, 2, 0))  # two streams are active; a one-shot request does not wait for the second
+        await queue.take(8)
+        queue.put(job(sink, 1, 1))
+        queue.put(job(sink, 0, 0, stream="request-9", oneshot=True))
+        started = loop.time()
+        assert len(await queue.take(8, wait_s=1.0)) == 2
+        assert loop.time() - started < 0.5
 
     asyncio.run(scenario())

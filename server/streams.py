@@ -1,0 +1,72 @@
+"""Per-stream and per-connection state between a model's outcome and the socket.
+
+A ``ScoreConsumer`` sees every scored input of a stream against the whole label set, before the
+result is trimmed to the client's top-k: this is where per-stream logic that must notice a label
+falling out of the top (smoothing, events) hangs. The ``Outbox`` is a connection's bounded send queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .audio import WindowBuffer
+from .scoring import Scores
+from .worker import StreamKey
+
+
+@dataclass(frozen=True)
+class ResultOptions:
+    """A connection's options for its results, as set by its last ``config``."""
+
+    top_k: int
+    min_score: float
+
+
+class ScoreConsumer(Protocol):
+    def consume(self, stream: StreamKey, seq: int, ts: float, scores: Scores) -> list[dict[str, Any]]:
+        """See one scored input of ``stream``; return messages to send after its result (often none)."""
+
+
+@dataclass
+class StreamState:
+    key: StreamKey
+    dropped: int = 0  # inputs since the last result that got none of their own
+    pending: int = 0  # inputs of this stream the model worker holds (waiting or being embedded)
+    ending: bool = False  # the client sent ``end``; ``ended`` follows once nothing is pending
+    audio: WindowBuffer | None = None
+    consumers: list[ScoreConsumer] = field(default_factory=list)
+
+
+class Outbox:
+    """A bounded queue of messages for one client; when full, the oldest message gives way."""
+
+    def __init__(self, capacity: int) -> None:
+        self._messages: deque[dict[str, Any]] = deque()
+        self._capacity = capacity
+        self._ready = asyncio.Event()
+        self._empty = asyncio.Event()  # set while the sender waits with nothing to send
+
+    def put(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        evicted = self._messages.popleft() if len(self._messages) >= self._capacity else None
+        self._messages.append(message)
+        self._ready.set()
+        return evicted
+
+    async def get(self) -> dict[str, Any]:
+        while not self._messages:
+            self._empty.set()
+            self._ready.clear()
+            await self._ready.wait()
+        self._empty.clear()
+        return self._messages.popleft()
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until every message has been handed to the socket."""
+        try:
+            await asyncio.wait_for(self._empty.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
