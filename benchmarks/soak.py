@@ -25,8 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.bench import _jpeg, camera_frame, free_port, wait_healthy
 from clients.client import SensoriumClient
-from server.bench import _jpeg, camera_frame, free_port, wait_healthy
 from server.devmodels import write_clap, write_open_clip
 
 

@@ -8,7 +8,8 @@
                 print(event.line())
 
 The client keeps one WebSocket open. When the server goes away it reconnects with backoff and carries
-on; inputs that were in flight are counted as lost in ``client.ledger``.
+on; inputs that were in flight are counted as lost in ``client.ledger``. A refusal that retrying cannot
+fix (close code 4401: no valid token; 4403: origin not allowed) stops it with ``ServerRefused``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,16 @@ log = logging.getLogger("sensorium.client")
 
 DEFAULT_URL = "ws://127.0.0.1:8000/ws"
 Event = Result | dict[str, Any]
+WELCOME_TIMEOUT_S = 60.0  # a server that is still loading its models answers with ``welcome`` later
+LOADING_NOTICE_S = 1.0  # say so when the welcome takes longer than this
+END_WAIT_S = 10.0  # how long the scripts wait for ``ended`` after ending a stream
+
+# Error codes that answer an input, never an ``end``.
+INPUT_ONLY_ERRORS = frozenset({"bad_image", "bad_audio", "too_large", "inference_failed"})
+
+# Close codes after which connecting again cannot help.
+UNAUTHORIZED = 4401
+FORBIDDEN_ORIGIN = 4403
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,12 +51,45 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-score", type=float, default=None, help="hide labels scoring under this")
     parser.add_argument("--duration", type=float, default=0, help="stop after this many seconds")
     parser.add_argument(
-        "--connect-timeout", type=float, default=10.0, help="give up if the first connection takes longer (seconds)"
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="give up if the first connection takes longer (default %(default)g)",
     )
 
 
 class ServerUnreachable(ConnectionError):
     """The first connection could not be made."""
+
+
+class ServerRefused(ConnectionError):
+    """The server closed the connection with a code that connecting again cannot change (4401, 4403)."""
+
+    def __init__(self, url: str, code: int, reason: str) -> None:
+        self.url = url
+        self.code = code
+        self.reason = reason
+        said = f"closed with {code}" + (f": {reason}" if reason else "")
+        if code == UNAUTHORIZED and "token=" in url:
+            text = f"the server refused the token in {url} ({said})"
+        elif code == UNAUTHORIZED:
+            text = f"the server requires a token: pass ?token=TOKEN in the URL (--url) ({said})"
+        else:
+            text = f"the server does not allow this client's origin ({said}); start it with --allow-origin ORIGIN"
+        super().__init__(text)
+
+
+def refusal(url: str, ws: Any) -> ServerRefused | None:
+    """The ServerRefused a closed connection stands for, if its close code is final."""
+    code = getattr(ws, "close_code", None)
+    if code in (UNAUTHORIZED, FORBIDDEN_ORIGIN):
+        return ServerRefused(url, code, getattr(ws, "close_reason", None) or "")
+    return None
+
+
+def describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
 
 
 def client_from_args(args: argparse.Namespace, on_status: Callable[[str], None]) -> SensoriumClient:
@@ -75,6 +119,11 @@ def run_until_done(
     except ServerUnreachable as exc:
         print(f"{program}: {exc}. Is `sensorium serve` running?", file=sys.stderr)
         return 3
+    except ServerRefused as exc:
+        if client.ledger.sent:
+            print(client.ledger.summary(noun))
+        print(f"{program}: {exc}", file=sys.stderr)
+        return 4
     except KeyboardInterrupt:
         print(client.ledger.summary(noun))
         return 130
@@ -101,6 +150,7 @@ class SensoriumClient:
         self.on_status = on_status or (lambda message: log.info("%s", message))
         self.ledger = Ledger()
         self.welcome: dict[str, Any] = {}
+        self.failure: ServerRefused | None = None  # set when the server refused us for good
         self._ws: Any = None
         self._connected = asyncio.Event()
         self._changed = asyncio.Condition()
@@ -108,6 +158,10 @@ class SensoriumClient:
         self._task: asyncio.Task[None] | None = None
         self._first: asyncio.Future[None] | None = None
         self._closing = False
+        self._connections = 0  # connections made so far; a stream's end is answered on the same one
+        self._ending: dict[tuple[str, str], tuple[int, int | None]] = {}  # streams sent ``end``: connection, seq
+        self._end_refused: set[tuple[str, str]] = set()  # ... and answered with an error instead of ``ended``
+        self._last_seq: dict[tuple[str, str], int] = {}  # the seq of the last input sent on each stream
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -119,7 +173,9 @@ class SensoriumClient:
         await self.close()
 
     async def start(self) -> None:
-        """Connect; raise ServerUnreachable if no connection is made within ``connect_timeout``."""
+        """Connect; raise ServerUnreachable if no connection is made within ``connect_timeout``, or
+        ServerRefused if the server turns this client away (no valid token, origin not allowed)."""
+        self.on_status(f"connecting to {self.url} (giving up after {self.connect_timeout:g} s)…")
         self._first = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._run(), name="sensorium-client")
         await self._first
@@ -180,6 +236,56 @@ class SensoriumClient:
         # Audio results come per window, not per chunk, so chunks are not tracked one by one.
         return await self._send_input("audio", stream, seq, message, tracked=False)
 
+    async def end_stream(self, modality: str, stream: str, *, seq: int | None = None) -> bool:
+        """Tell the server no more input comes on this stream; False if the connection is down.
+
+        The server then classifies what it holds of the stream (for audio, the partial hop since the last
+        window, reported with ``seq``: by default the seq of the last input sent on the stream) and, once
+        every input of the stream is answered, sends ``ended``: see ``wait_ended``.
+        """
+        ws = self._checked_ws()
+        if ws is None:
+            return False
+        key = (modality, stream)
+        seq = self._last_seq.get(key) if seq is None else seq
+        message: dict[str, Any] = {"type": "end", "modality": modality, "stream": stream}
+        if seq is not None:
+            message["seq"] = seq
+        self.ledger.on_end_sent(modality, stream)
+        self._end_refused.discard(key)
+        self._ending[key] = (self._connections, seq)
+        try:
+            await ws.send(msgpack.packb(message, use_bin_type=True))
+        except (websockets.ConnectionClosed, OSError):
+            self._ending.pop(key, None)
+            return False
+        return True
+
+    async def wait_ended(self, modality: str, stream: str, timeout: float | None) -> bool:
+        """Wait for the server's ``ended`` for a stream passed to ``end_stream``; True once it came.
+
+        False after ``timeout``, or at once when the server answered the ``end`` with an error (a server
+        that predates ``end`` says ``unknown_type``) or the connection it went on broke.
+        """
+        key = (modality, stream)
+        if key not in self._ending:
+            return self.ledger.has_ended(modality, stream)
+        connection = self._ending[key][0]
+
+        def answered() -> bool:
+            return (
+                self.ledger.has_ended(modality, stream)
+                or key in self._end_refused
+                or self._connections != connection
+                or not self.connected
+            )
+
+        try:
+            await self.wait_until(answered, timeout)
+        finally:
+            self._ending.pop(key, None)
+        return self.ledger.has_ended(modality, stream)
+
     async def wait_for_slot(self, modality: str, stream: str, limit: int, timeout: float | None = None) -> bool:
         """Wait until fewer than ``limit`` inputs of this stream are in flight and the link is up."""
 
@@ -189,16 +295,26 @@ class SensoriumClient:
         return await self.wait_until(free, timeout)
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
-        """Wait until ``predicate()`` holds (checked whenever a message arrives or the link changes)."""
+        """Wait until ``predicate()`` holds (checked whenever a message arrives or the link changes).
+
+        Raises ServerRefused once the server has refused this client for good.
+        """
         async with self._changed:
             try:
-                await asyncio.wait_for(self._changed.wait_for(predicate), timeout)
-            except TimeoutError:
+                await asyncio.wait_for(self._changed.wait_for(lambda: self.failure is not None or predicate()), timeout)
+            except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
                 return False
+        if self.failure is not None:
+            raise self.failure
         return True
 
+    def _checked_ws(self) -> Any:
+        if self.failure is not None:
+            raise self.failure
+        return self._ws
+
     async def _send_input(self, modality: str, stream: str, seq: int, message: dict[str, Any], tracked: bool) -> bool:
-        ws = self._ws
+        ws = self._checked_ws()
         if ws is None:
             return False
         try:
@@ -206,6 +322,7 @@ class SensoriumClient:
         except (websockets.ConnectionClosed, OSError):
             return False
         self.ledger.on_sent(modality, stream, seq, time.perf_counter(), tracked=tracked)
+        self._last_seq[modality, stream] = seq
         return True
 
     # --- receiving ----------------------------------------------------------------
@@ -220,19 +337,35 @@ class SensoriumClient:
 
     async def _run(self) -> None:
         assert self._first is not None
-        started = time.monotonic()
+        first = self._first
+        deadline = time.monotonic() + self.connect_timeout
         attempt = 0
         down_since: float | None = None
         while not self._closing:
+            ws = None
+            remaining = deadline - time.monotonic()
             try:
-                ws = await websockets.connect(self.url, max_size=None, open_timeout=5)
-                self.welcome = msgpack.unpackb(await asyncio.wait_for(ws.recv(), 60))
-            except (OSError, TimeoutError, websockets.WebSocketException) as exc:
-                if not self._first.done() and time.monotonic() - started > self.connect_timeout:
-                    self._first.set_exception(ServerUnreachable(f"cannot reach the server at {self.url}: {exc}"))
+                open_timeout = 5.0 if first.done() else max(0.1, min(5.0, remaining))
+                ws = await websockets.connect(self.url, max_size=None, open_timeout=open_timeout)
+                self.welcome = await self._welcome(ws)
+            except (OSError, asyncio.TimeoutError, websockets.WebSocketException) as exc:
+                refused = refusal(self.url, ws)
+                if refused is not None:
+                    await self._fail(refused)
                     return
+                if ws is not None:
+                    with contextlib.suppress(websockets.WebSocketException, OSError):
+                        await ws.close()
                 delay = min(self.max_backoff, 0.25 * 2**attempt)
                 attempt += 1
+                if not first.done():
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        reason = describe(exc)
+                        first.set_exception(ServerUnreachable(f"cannot reach the server at {self.url}: {reason}"))
+                        return
+                    delay = min(delay, remaining)
+                self.on_status(f"no connection ({describe(exc)}); retrying in {round(delay, 2):g} s")
                 await asyncio.sleep(delay)
                 continue
             attempt = 0
@@ -241,20 +374,45 @@ class SensoriumClient:
                 self.ledger.gap_s += time.monotonic() - down_since
                 self.on_status(f"reconnected to {self.url} after {time.monotonic() - down_since:.1f} s")
             await self._attach(ws)
-            if not self._first.done():
-                self._first.set_result(None)
+            if not first.done():
+                first.set_result(None)
             await self._read(ws)
             await self._detach()
+            refused = refusal(self.url, ws)
+            if refused is not None:
+                await self._fail(refused)
+                return
             if self._closing:
                 return
             down_since = time.monotonic()
             self.on_status(f"connection to {self.url} lost; reconnecting")
+
+    async def _welcome(self, ws: Any) -> dict[str, Any]:
+        try:
+            raw = await asyncio.wait_for(ws.recv(), LOADING_NOTICE_S)  # recv() is cancellation-safe
+        except asyncio.TimeoutError:
+            self.on_status(f"connected to {self.url}; waiting for the server to finish loading its models")
+            raw = await asyncio.wait_for(ws.recv(), WELCOME_TIMEOUT_S)
+        welcome: dict[str, Any] = msgpack.unpackb(raw)
+        return welcome
+
+    async def _fail(self, exc: ServerRefused) -> None:
+        """Stop for good: the server will not take this client however often it connects."""
+        self.failure = exc
+        assert self._first is not None
+        if not self._first.done():
+            self._first.set_exception(exc)
+        else:
+            self.on_status(str(exc))
+        self._events.put_nowait(None)
+        await self._notify()
 
     async def _attach(self, ws: Any) -> None:
         options = {k: v for k, v in (("top_k", self.top_k), ("min_score", self.min_score)) if v is not None}
         if options:
             await ws.send(msgpack.packb({"type": "config", **options}))
         self._ws = ws
+        self._connections += 1
         self._connected.set()
         await self._notify()
 
@@ -274,10 +432,25 @@ class SensoriumClient:
                 else:
                     if kind == "error":
                         self.ledger.on_error(message)
+                        self._note_end_refused(message)
+                    elif kind == "ended":
+                        self.ledger.on_ended(message)
                     self._events.put_nowait(message)
                 await self._notify()
         except (websockets.ConnectionClosed, OSError):
             pass
+
+    def _note_end_refused(self, error: dict[str, Any]) -> None:
+        """Whether an error answers a pending ``end``: it names the stream and the end's seq (the last input's,
+        so codes only an input draws are not about the end), or it is ``unknown_type`` (a server that predates
+        ``end``; this client sends no other type a server may not know)."""
+        if error.get("code") in INPUT_ONLY_ERRORS:
+            return
+        for key, (_, seq) in self._ending.items():
+            if error.get("seq") != seq:
+                continue
+            if error.get("code") == "unknown_type" or (error.get("modality"), error.get("stream")) == key:
+                self._end_refused.add(key)
 
     async def _notify(self) -> None:
         async with self._changed:

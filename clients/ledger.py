@@ -69,6 +69,7 @@ class Ledger:
     stages: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
     _in_flight: dict[tuple[str, str], OrderedDict[int, float]] = field(default_factory=dict)
     _recent: dict[tuple[str, str], OrderedDict[int, float]] = field(default_factory=dict)
+    _ended: set[tuple[str, str]] = field(default_factory=set)  # streams the server has declared ``ended``
 
     def on_sent(self, modality: str, stream: str, seq: int, now: float, *, tracked: bool = True) -> None:
         """Record an input; ``tracked`` inputs expect a result of their own (frames do, audio chunks don't).
@@ -76,6 +77,7 @@ class Ledger:
         Untracked inputs are remembered briefly, so a result naming one still gets its round trip.
         """
         self.sent += 1
+        self._ended.discard((modality, stream))
         if tracked:
             self._in_flight.setdefault((modality, stream), OrderedDict())[seq] = now
             return
@@ -108,13 +110,41 @@ class Ledger:
         return Result.from_message(message, round_trip)
 
     def on_error(self, message: dict[str, Any]) -> None:
+        """An error frees the slot of the input it answers: the one with its seq in its (modality, stream).
+
+        Every stream counts its own seq, so a seq alone names an input only when one stream holds it (an
+        error from a server that does not say the modality and stream); otherwise nothing is freed.
+        """
         self.errors += 1
         seq = message.get("seq")
         if seq is None:
             return
-        for waiting in self._in_flight.values():
-            if waiting.pop(seq, None) is not None:
-                return
+        modality, stream = message.get("modality"), message.get("stream")
+        holders = [
+            waiting
+            for (m, s), waiting in self._in_flight.items()
+            if seq in waiting and modality in (None, m) and stream in (None, s)
+        ]
+        if len(holders) == 1:
+            del holders[0][seq]
+
+    def on_end_sent(self, modality: str, stream: str) -> None:
+        self._ended.discard((modality, stream))
+
+    def on_ended(self, message: dict[str, Any]) -> None:
+        """The server has answered every input of the stream it holds: nothing of it is in flight any more.
+
+        Frames still counted in flight got no result of their own and no later result reported them, so they
+        count as dropped (as does an ``ended`` message's own ``dropped``, if the server sends one).
+        """
+        key = (message["modality"], message["stream"])
+        self._ended.add(key)
+        unanswered = len(self._in_flight.pop(key, ()))
+        self.dropped += max(unanswered, int(message.get("dropped") or 0))
+
+    def has_ended(self, modality: str, stream: str) -> bool:
+        """Whether ``ended`` came for the stream and nothing was sent on it since."""
+        return (modality, stream) in self._ended
 
     def on_disconnect(self) -> int:
         lost = sum(len(waiting) for waiting in self._in_flight.values())

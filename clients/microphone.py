@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from .client import SensoriumClient, add_common_arguments, client_from_args, run_until_done
+from .client import END_WAIT_S, SensoriumClient, add_common_arguments, client_from_args, run_until_done
 from .ledger import Result
 from .terminal import LivePrinter
 
@@ -146,7 +146,12 @@ async def stream_audio(args: argparse.Namespace, client: SensoriumClient, printe
             if await client.send_audio(chunk.pcm, seq, chunk.sample_rate, channels=chunk.channels, stream=args.stream):
                 seq += 1
                 seconds += chunk.seconds
-        await client.wait_until(caught_up, timeout=10)
+        # No more audio: the server classifies the partial hop since its last window, then says ``ended``
+        # once every window is answered. A server that predates ``end`` leaves the tail unclassified; then
+        # wait for the full hops due.
+        ended = seq > 0 and await client.end_stream("audio", args.stream)
+        if not (ended and await client.wait_ended("audio", args.stream, timeout=END_WAIT_S)):
+            await client.wait_until(caught_up, timeout=10)
     finally:
         await client.close()
         await consumer
@@ -197,7 +202,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.list_devices:
         return list_devices()
-    printer = LivePrinter(sys.stdout, live=True)
+    printer = LivePrinter(sys.stdout, live=True, err=sys.stderr)
     client = client_from_args(args, printer.status)
     return run_until_done("sensorium mic", stream_audio(args, client, printer), client, "chunks", (AudioSourceError,))
 

@@ -16,10 +16,14 @@ def has_display() -> bool:
 
 
 class LivePrinter:
-    """Writes results to ``out``; with ``live`` on a terminal, one line rewritten in place."""
+    """Writes results to ``out``; with ``live`` on a terminal, one line rewritten in place.
 
-    def __init__(self, out: TextIO, live: bool) -> None:
+    Status lines (connecting, reconnecting, server errors) go to ``err`` (default: ``out`` too).
+    """
+
+    def __init__(self, out: TextIO, live: bool, err: TextIO | None = None) -> None:
         self.out = out
+        self.err = err or out
         self.live = live and out.isatty()
         self._dirty = False
 
@@ -45,13 +49,12 @@ class LivePrinter:
             self.status(f"{message['modality']} labels not reloaded: {message['message']}")
 
     def status(self, text: str) -> None:
-        if self._dirty:
-            self.out.write("\n")
-            self._dirty = False
-        self.out.write(f"-- {text}\n")
-        self.out.flush()
+        self.finish()
+        self.err.write(f"-- {text}\n")
+        self.err.flush()
 
     def finish(self) -> None:
         if self._dirty:
             self.out.write("\n")
+            self.out.flush()
             self._dirty = False

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .client import SensoriumClient, add_common_arguments, client_from_args, run_until_done
+from .client import END_WAIT_S, SensoriumClient, add_common_arguments, client_from_args, run_until_done
 from .ledger import Result
 from .terminal import LivePrinter, has_display
 
@@ -108,8 +108,11 @@ async def stream_video(args: argparse.Namespace, client: SensoriumClient, printe
                 preview.show(frame)
             if args.fps:
                 await asyncio.sleep(max(0.0, started + seq / args.fps - time.monotonic()))
-        # Let the last frames in flight come back before summing up.
-        await client.wait_until(lambda: client.ledger.in_flight("image", args.stream) == 0, timeout=10)
+        # No more frames: say so, and let the last ones in flight come back before summing up. The server's
+        # ``ended`` clears the stream's books (frames whose results never came count as dropped).
+        if seq > 0:
+            await client.end_stream("image", args.stream)
+        await client.wait_until(lambda: client.ledger.in_flight("image", args.stream) == 0, timeout=END_WAIT_S)
     finally:
         capture.release()
         await client.close()
@@ -143,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.headless and not has_display():
         print("sensorium webcam: no display for the preview window; running --headless", file=sys.stderr)
         args.headless = True
-    printer = LivePrinter(sys.stdout, live=False)
+    printer = LivePrinter(sys.stdout, live=False, err=sys.stderr)
     client = client_from_args(args, printer.status)
     return run_until_done("sensorium webcam", stream_video(args, client, printer), client, "frames", (SourceError,))
 

@@ -28,6 +28,27 @@ def load(spec: ModelSpec) -> ClapEncoder:
     return ClapEncoder.load(spec.model, spec.device)
 
 
+def missing(spec: ModelSpec) -> str | None:
+    """Why the model cannot be loaded from what is on this machine and reachable, or None when it can."""
+    model = spec.model
+    if os.path.isdir(model):
+        if not os.path.isfile(os.path.join(model, "config.json")):
+            return (
+                f"audio model {model!r}: the folder has no config.json "
+                "(it needs what ClapModel.save_pretrained and ClapProcessor.save_pretrained write)"
+            )
+        return None
+    if os.path.isabs(model) or model.startswith((".", "~")) or model.count("/") > 1:
+        return f"audio model {model!r}: no such folder"
+    hub.go_offline_unless_hub_reachable()
+    if hub_is_offline() and not hub.in_cache(model, "config.json"):
+        return (
+            f"audio model {model!r} is not in the local cache ({cache_location()}) and the hub is offline or "
+            "unreachable: point --audio-model at a local folder written by save_pretrained (model and processor)"
+        )
+    return None
+
+
 PRECISIONS = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 

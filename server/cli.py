@@ -8,132 +8,40 @@ import os
 import sys
 from dataclasses import fields
 from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from . import __version__
 from .settings import Settings
 
 log = logging.getLogger("sensorium")
 
-_DEFAULTS = Settings()
-
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="run the perception server", description="Run the perception server.")
-    d = _DEFAULTS
-    net = p.add_argument_group("network")
-    net.add_argument("--host", default=d.host, help="address to bind (default %(default)s: this machine only)")
-    net.add_argument("--port", type=int, default=d.port, help="port (default %(default)s)")
-    models = p.add_argument_group("models")
-    models.add_argument(
-        "--image-model",
-        default=d.image_model,
-        help="open_clip model: a built-in name, hf-hub:org/repo, or local-dir:/path (default %(default)s)",
-    )
-    models.add_argument(
-        "--image-pretrained",
-        default=d.image_pretrained,
-        help="pretrained tag or weights file for a built-in --image-model (default %(default)s)",
-    )
-    models.add_argument(
-        "--audio-model",
-        default=d.audio_model,
-        help="CLAP checkpoint: a hub id or a folder written by save_pretrained (default %(default)s)",
-    )
-    models.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device, help="default %(default)s")
-    models.add_argument("--no-image", action="store_true", help="serve audio only")
-    models.add_argument("--no-audio", action="store_true", help="serve images only")
-    models.add_argument(
-        "--max-batch", type=int, default=d.max_batch, help="most inputs per model call (default %(default)s)"
-    )
-    models.add_argument(
-        "--batch-wait-ms",
-        type=float,
-        default=d.batch_wait_ms,
-        help="with several inputs waiting, wait this long for a fuller batch; a lone input never waits "
-        "(default %(default)s)",
-    )
-    labels = p.add_argument_group("labels")
-    labels.add_argument("--image-labels", type=Path, default=d.image_labels, help="default %(default)s")
-    labels.add_argument("--audio-labels", type=Path, default=d.audio_labels, help="default %(default)s")
-    labels.add_argument(
-        "--allow-label-edits",
-        action="store_true",
-        help="let the dashboard (and PUT /v1/labels/MODALITY) rewrite the label files",
-    )
-    labels.add_argument(
-        "--label-cache",
-        default=d.label_cache,
-        help="folder for label embeddings kept across restarts, per model and weights; '' turns it off "
-        "(default %(default)s)",
-    )
-    labels.add_argument(
-        "--reload-debounce-ms",
-        type=int,
-        default=d.reload_debounce_ms,
-        help="wait this long after a label file changes before reloading (default %(default)s)",
-    )
-    audio = p.add_argument_group("audio")
-    audio.add_argument(
-        "--audio-hop", type=float, default=d.audio_hop, help="seconds between audio results (default %(default)s)"
-    )
-    audio.add_argument(
-        "--audio-window", type=float, default=d.audio_window, help="seconds of audio per result (default %(default)s)"
-    )
-    limits = p.add_argument_group("limits")
-    limits.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes, help="default %(default)s")
-    limits.add_argument("--max-image-pixels", type=int, default=d.max_image_pixels, help="default %(default)s")
-    limits.add_argument(
-        "--max-audio-chunk-seconds", type=float, default=d.max_audio_chunk_seconds, help="default %(default)s"
-    )
-    limits.add_argument(
-        "--max-clip-seconds",
-        type=float,
-        default=d.max_clip_seconds,
-        help="longest sound the HTTP API takes in one request (default %(default)s)",
-    )
-    limits.add_argument(
-        "--max-top-k", type=int, default=d.max_top_k, help="largest top_k a client may ask for (default %(default)s)"
-    )
-    limits.add_argument(
-        "--max-requests",
-        type=int,
-        default=d.max_requests,
-        help="one-shot HTTP requests in the models at once; more get 503 with Retry-After (default %(default)s)",
-    )
-    limits.add_argument(
-        "--max-connections", type=int, default=d.max_connections, help="more are refused (default %(default)s)"
-    )
-    limits.add_argument(
-        "--max-streams", type=int, default=d.max_streams, help="streams per connection (default %(default)s)"
-    )
-    limits.add_argument(
-        "--idle-timeout",
-        type=float,
-        default=d.idle_timeout,
-        help="close a connection silent this many seconds (default %(default)s)",
-    )
-    limits.add_argument(
-        "--max-errors",
-        type=int,
-        default=d.max_errors,
-        help="close a connection after this many bad messages within 10 s (default %(default)s)",
-    )
-    limits.add_argument("--max-labels", type=int, default=d.max_labels, help="per label file (default %(default)s)")
-    limits.add_argument("--max-label-file-bytes", type=int, default=d.max_label_file_bytes, help="default %(default)s")
-    security = p.add_argument_group("security")
-    security.add_argument(
-        "--token",
-        default=os.environ.get("SENSORIUM_TOKEN") or None,
-        help="require this token on /ws and every HTTP route but /health (default: $SENSORIUM_TOKEN, else none)",
-    )
-    security.add_argument(
-        "--allow-origin",
-        action="append",
-        default=[],
-        help="a browser origin allowed to open /ws, such as https://example.org (repeatable; "
-        "default: only pages served by this server)",
-    )
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=d.log_level)
+    parser = sub.add_parser("serve", help="run the perception server", description="Run the perception server.")
+    add_settings_flags(parser)
+
+
+def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per Settings field, named after it, with the help and group its metadata gives."""
+    hints = get_type_hints(Settings)
+    groups: dict[str, Any] = {}
+    for setting in fields(Settings):
+        meta = setting.metadata
+        group = groups.get(meta["group"]) or groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
+        default: Any = setting.default
+        if "env" in meta:
+            default = os.environ.get(meta["env"]) or default
+        kind = hints[setting.name]
+        options: dict[str, Any] = {"help": meta["help"], "default": default}
+        if kind is bool:
+            options["action"] = "store_true"
+        elif get_origin(kind) is Literal:
+            options["choices"] = get_args(kind)
+        elif get_origin(kind) is tuple:
+            options.update(action="append", default=list(default))
+        else:  # str, int, float, Path, or one of those or None
+            options["type"] = next(t for t in (get_args(kind) or (kind,)) if t is not type(None))
+        group.add_argument("--" + setting.name.replace("_", "-"), **options)
 
 
 def _client_parsers(sub: argparse._SubParsersAction) -> None:
@@ -148,7 +56,7 @@ def _client_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _bench_parser(sub: argparse._SubParsersAction) -> None:
-    from . import bench
+    from benchmarks import bench
 
     bench.add_arguments(
         sub.add_parser(
@@ -216,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return microphone.run(args)
     if args.command == "bench":
-        from . import bench
+        from benchmarks import bench
 
         return bench.run(args)
     if args.command == "dev-models":
@@ -239,6 +147,17 @@ def serve(settings: Settings) -> int:
     # Libraries log chatty INFO lines on the root logger; show theirs from WARNING, ours at the chosen level.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.setLevel(settings.log_level.upper())
+    from . import preflight
+
+    # Everything that would stop the server, found before anything loads and reported together, once.
+    found = preflight.problems(settings)
+    try:
+        sock = preflight.listen(settings.host, settings.port)
+    except OSError as exc:
+        found.insert(0, str(exc))
+    if found:
+        print("sensorium: cannot start:\n" + "\n".join(f"  - {problem}" for problem in found), file=sys.stderr)
+        return 2
     if settings.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: other machines can connect", settings.host)
     exit_code = 0
@@ -258,7 +177,7 @@ def serve(settings: Settings) -> int:
         lifespan="on",
     )
     server = DrainingServer(config, app.state.runtime)
-    server.run()
+    server.run(sockets=[sock])
     if exit_code:
         print(f"sensorium: {app.state.runtime.error}", file=sys.stderr)
     return exit_code

@@ -37,6 +37,51 @@ def load(spec: ModelSpec) -> ClipEncoder:
     return ClipEncoder.load(spec.model, spec.pretrained, spec.device)
 
 
+def missing(spec: ModelSpec) -> str | None:
+    """Why the model cannot be loaded from what is on this machine and reachable, or None when it can."""
+    name, pretrained = spec.model, spec.pretrained
+    what = f"image model {name!r}" + (f" with pretrained {pretrained!r}" if pretrained else "")
+    if name.startswith("local-dir:"):
+        folder = name.removeprefix("local-dir:")
+        if not os.path.isfile(os.path.join(folder, "open_clip_config.json")):
+            return f"{what}: {folder} has no open_clip_config.json (a local-dir: folder needs it and a weights file)"
+        return None
+    if pretrained and _looks_like_a_path(pretrained) and not os.path.isfile(pretrained):
+        return f"{what}: no such weights file {pretrained}"
+    if not needs_hub(name, pretrained):
+        return None
+    hub.go_offline_unless_hub_reachable()
+    if not hub_is_offline():
+        return None  # it will be downloaded
+    if name.startswith("hf-hub:"):
+        cached = hub.in_cache(name.removeprefix("hf-hub:"), "open_clip_config.json")
+    else:
+        import open_clip
+
+        cfg = open_clip.get_pretrained_cfg(name, pretrained or "")
+        if not cfg:
+            return f"{what}: open_clip knows no such pretrained tag (open_clip.list_pretrained() lists them)"
+        repo = str(cfg.get("hf_hub") or "").strip("/")
+        weights = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+        cached = any(hub.in_cache(repo, f) for f in weights) if repo else _url_cached(str(cfg.get("url") or ""))
+    if cached:
+        return None
+    return (
+        f"{what} is not in the local cache ({cache_location()}) and the hub is offline or unreachable: point "
+        "--image-model at a local copy (local-dir:/path/to/folder with open_clip_config.json and the weights), "
+        "or keep --image-model and give --image-pretrained /path/to/weights.bin"
+    )
+
+
+def _looks_like_a_path(pretrained: str) -> bool:
+    return os.sep in pretrained or pretrained.endswith((".bin", ".pt", ".pth", ".safetensors"))
+
+
+def _url_cached(url: str) -> bool:
+    # open_clip keeps weights fetched by URL (OpenAI's) under ~/.cache/clip, named as in the URL.
+    return bool(url) and os.path.isfile(os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url)))
+
+
 class ClipEncoder:
     modality: Modality = "image"
     backend = "torch"

@@ -1,7 +1,8 @@
 """What the server needs of a model, whatever its architecture or backend, and the one factory that builds it.
 
 ``serve``, ``bench`` and the HTTP API all get their encoders from ``build_encoder``, keyed by modality and
-backend. A backend is a module with a ``load(spec) -> Encoder`` function, imported only when chosen, so
+backend. A backend is a module with ``load(spec) -> Encoder`` and ``missing(spec) -> str | None`` (why it cannot be
+loaded from what is here, checked before anything loads), imported only when chosen, so
 an optional backend's packages are needed only by those who use it.
 """
 
@@ -69,6 +70,15 @@ def build_encoder(spec: ModelSpec) -> Encoder:
         raise ValueError(f"no {spec.backend!r} backend for {spec.modality} models (known: {known})")
     encoder: Encoder = importlib.import_module(module).load(spec)
     return encoder
+
+
+def missing_model(spec: ModelSpec) -> str | None:
+    """Why a model cannot be built from what is here and reachable (checked before loading), or None."""
+    module = BACKENDS.get((spec.modality, spec.backend))
+    if module is None:
+        return f"no {spec.backend!r} backend for {spec.modality} models"
+    problem: str | None = importlib.import_module(module).missing(spec)
+    return problem
 
 
 def resolve_device(choice: str) -> str:

@@ -47,3 +47,17 @@ def cache_location() -> str:
     from huggingface_hub import constants
 
     return str(constants.HF_HUB_CACHE)
+
+
+def in_cache(repo_id: str, filename: str) -> bool:
+    """Whether the hub cache holds ``filename`` of ``repo_id`` (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, filename), str)
+
+
+DEV_MODELS_HINT = (
+    "To try Sensorium with no download at all: `sensorium dev-models /tmp/sensorium-models` writes small "
+    "random-weight models, then `sensorium serve --image-model local-dir:/tmp/sensorium-models/image "
+    "--audio-model /tmp/sensorium-models/audio`"
+)

@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,24 +42,43 @@ class LabelSet:
 class EmbeddingCache:
     """Prompt embeddings keyed by model identity and prompt text, so a reload encodes only what is new.
 
-    With a folder, each model's embeddings are also kept on disk (one .npz per model identity, which
-    includes a fingerprint of the weights), so a restart does not encode its labels again.
+    Label-file prompts are *kept*: with a folder, each model's are also written to disk (one .npz per
+    model identity, which includes a fingerprint of the weights and the precision), once per label-file
+    load, so a restart does not encode its labels again. Prompts of one-shot requests are *transient*:
+    held in memory up to ``transient_limit`` (least recently used first out), never written, so clients
+    cannot grow the disk or make every request rewrite the file.
     """
 
-    def __init__(self, folder: Path | None = None) -> None:
+    def __init__(self, folder: Path | None = None, transient_limit: int = 10_000, kept_limit: int = 100_000) -> None:
         self.folder = folder
-        self._store: dict[tuple[str, str], np.ndarray] = {}
+        self.transient_limit = transient_limit
+        self.kept_limit = kept_limit  # on disk per model: the current labels' prompts, then the most recent others
+        self._kept: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._transient: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._dirty: set[str] = set()
         self._lock = threading.Lock()
 
     def lookup(self, identity: str, prompts: list[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
         with self._lock:
-            return {p: self._store[(identity, p)] for p in prompts if (identity, p) in self._store}
+            for prompt in prompts:
+                key = (identity, prompt)
+                for store in (self._kept, self._transient):
+                    if key in store:
+                        store.move_to_end(key)  # recently used: the last to be evicted
+                        found[prompt] = store[key]
+                        break
+        return found
 
-    def store(self, identity: str, prompts: list[str], embeddings: np.ndarray) -> None:
+    def store(self, identity: str, prompts: list[str], embeddings: np.ndarray, *, keep: bool) -> None:
         with self._lock:
+            store = self._kept if keep else self._transient
             for prompt, row in zip(prompts, embeddings, strict=True):
-                self._store[(identity, prompt)] = row
-        self._save(identity)
+                store[(identity, prompt)] = row
+            if keep:
+                self._dirty.add(identity)
+            while len(self._transient) > self.transient_limit:
+                self._transient.popitem(last=False)
 
     def load(self, identity: str) -> int:
         """Read what an earlier run kept for this model; returns how many prompts that was."""
@@ -75,23 +95,29 @@ class EmbeddingCache:
             return 0
         with self._lock:
             for prompt, row in zip(prompts, embeddings, strict=True):
-                self._store[(identity, prompt)] = row
+                self._kept[(identity, prompt)] = row
         return len(prompts)
 
-    def _save(self, identity: str) -> None:
+    def save(self, identity: str, current: set[str]) -> None:
+        """Write this model's kept prompts, if any are new: ``current`` first, then the most recently used."""
         path = self._path(identity)
-        if path is None:
-            return
         with self._lock:
-            items = [(p, row) for (i, p), row in self._store.items() if i == identity]
+            if path is None or identity not in self._dirty:
+                return
+            self._dirty.discard(identity)
+            items = [(p, row) for (i, p), row in self._kept.items() if i == identity]
+        in_use = [item for item in items if item[0] in current]
+        others = [item for item in items if item[0] not in current]  # least recently used first
+        room = max(0, self.kept_limit - len(in_use))
+        chosen = in_use + (others[-room:] if room else [])
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             temporary = path.with_suffix(f".{threading.get_ident()}.tmp.npz")
             np.savez(
                 temporary,
                 identity=np.array(identity),
-                prompts=np.array([p for p, _ in items]),
-                embeddings=np.stack([row for _, row in items]),
+                prompts=np.array([p for p, _ in chosen]),
+                embeddings=np.stack([row for _, row in chosen]),
             )
             os.replace(temporary, path)  # readers see the old file or the new one, never half of one
         except OSError as exc:
@@ -103,18 +129,24 @@ class EmbeddingCache:
         return self.folder / f"{hashlib.sha256(identity.encode()).hexdigest()[:24]}.npz"
 
     def __len__(self) -> int:
-        return len(self._store)
+        return len(self._kept) + len(self._transient)
 
 
-def embed_labels(encoder: Encoder, parsed: ParsedLabels, cache: EmbeddingCache) -> tuple[np.ndarray, int]:
-    """One row per label: the normalized mean of its prompts' embeddings (prompt ensembling)."""
+def embed_labels(
+    encoder: Encoder, parsed: ParsedLabels, cache: EmbeddingCache, *, keep: bool = True
+) -> tuple[np.ndarray, int]:
+    """One row per label: the normalized mean of its prompts' embeddings (prompt ensembling).
+
+    ``keep``: the prompts are a label file's (kept, and written by ``cache.save``), not a request's."""
     wanted = list(dict.fromkeys(p for label in parsed.labels for p in label.prompts))
     known = cache.lookup(encoder.identity, wanted)
     new = [p for p in wanted if p not in known]
     if new:
         embeddings = encoder.encode_text(new)
-        cache.store(encoder.identity, new, embeddings)
+        cache.store(encoder.identity, new, embeddings, keep=keep)
         known.update(zip(new, embeddings, strict=True))
+    if keep:
+        cache.save(encoder.identity, set(wanted))
     rows = [np.mean([known[p] for p in label.prompts], axis=0) for label in parsed.labels]
     return normalize_rows(np.stack(rows)), len(new)
 
@@ -215,7 +247,7 @@ class LabelSource:
 
     def _embed_texts(self, texts: list[str]) -> np.ndarray:
         parsed = ParsedLabels(labels=tuple(Label(text, (text,)) for text in texts), warnings=())
-        matrix, _ = embed_labels(self.encoder, parsed, self.cache)
+        matrix, _ = embed_labels(self.encoder, parsed, self.cache, keep=False)
         return matrix
 
     def text(self) -> str:
@@ -261,7 +293,7 @@ class LabelSource:
 
     def _build(self, parsed: ParsedLabels, version: int) -> LabelSet:
         started = time.perf_counter()
-        matrix, new_prompts = embed_labels(self.encoder, parsed, self.cache)
+        matrix, new_prompts = embed_labels(self.encoder, parsed, self.cache, keep=version > 0)
         encode_ms = (time.perf_counter() - started) * 1000
         if version > 0:  # not for ad-hoc sets
             entry = {

@@ -20,29 +20,19 @@ from .inference import LocalEmbedder, warm_up
 from .labels import LabelFileError
 from .labelsets import EmbeddingCache, LabelLimits, LabelSet, LabelSource
 from .metrics import Metrics
+from .preflight import find_label_file
 from .protocol import Modality
 from .registry import Registry
 from .session import Serving, SessionContext
 from .settings import Settings
+from .streams import ScoreConsumer
 from .worker import FutureSink, ItemOutcome, Job, ModelWorker, StreamKey
 
 log = logging.getLogger("sensorium")
 
-BUNDLED_LABELS = Path(__file__).resolve().parent.parent / "labels"
-
 
 class StartupError(RuntimeError):
     """Start-up cannot complete; the message is meant for the person who started the server."""
-
-
-def find_label_file(path: Path, default_name: str) -> Path:
-    """The configured file, or for the default relative path, the copy shipped beside the package."""
-    if path.exists() or path.is_absolute():
-        return path
-    bundled = BUNDLED_LABELS / default_name
-    if path == Path("labels") / default_name and bundled.exists():
-        return bundled
-    return path
 
 
 class Runtime:
@@ -54,6 +44,8 @@ class Runtime:
         self.encoders: dict[Modality, Encoder] = {}
         self.label_sources: dict[Modality, LabelSource] = {}
         self.workers: dict[Modality, ModelWorker] = {}
+        # Per-stream consumers of full score vectors (server/streams.py): each factory may give one per new stream.
+        self.consumer_factories: list[Callable[[StreamKey], ScoreConsumer | None]] = []
         self.sessions = Registry(settings.max_connections)
         self.metrics = Metrics()
         self.metrics.watch_connections(lambda: len(self.sessions))
@@ -138,10 +130,11 @@ class Runtime:
     def _fail(self, message: str) -> None:
         self.state = "failed"
         self.error = message
-        log.error("%s", message)
         self._ready.set()
         if self.on_fatal is not None:
-            self.on_fatal(message)
+            self.on_fatal(message)  # the command line reports it, once
+        else:
+            log.error("%s", message)
 
     async def stop(self) -> None:
         self._stop.set()
@@ -177,7 +170,10 @@ class Runtime:
 
     def session_context(self) -> SessionContext:
         """What a WebSocket session may see of the server."""
-        return SessionContext(self.settings, self.metrics, self.sessions, self._serving)
+        return SessionContext(self.settings, self.metrics, self.sessions, self._serving, self._consumers)
+
+    def _consumers(self, stream: StreamKey) -> list[ScoreConsumer]:
+        return [consumer for factory in self.consumer_factories if (consumer := factory(stream)) is not None]
 
     async def _serving(self) -> Serving | None:
         if not await self.wait_ready():

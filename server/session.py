@@ -260,7 +260,8 @@ class Session:
             return
         state.ending = True
         worker = self.serving.workers.get(message.modality)
-        tail = state.audio.flush(message.seq or -1, time.time()) if state.audio is not None else None
+        seq = message.seq if message.seq is not None else -1
+        tail = state.audio.flush(seq, time.time()) if state.audio is not None else None
         if tail is not None and worker is not None:
             self._submit(worker, state, tail.seq, tail.ts, tail.samples, received, tail.seconds)
         self._finish_if_ended(state)

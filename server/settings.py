@@ -1,52 +1,115 @@
-"""Server settings: one frozen object, one field per command-line flag."""
+"""Server settings: one frozen object, one field per command-line flag.
+
+Each field's metadata holds its flag's help and group; ``sensorium serve``'s flags are generated from
+these fields (server/cli.py), so a new setting is one field here and nothing else.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 DeviceChoice = Literal["auto", "cpu", "cuda"]
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 DEFAULT_IMAGE_MODEL = "ViT-B-32"
 DEFAULT_IMAGE_PRETRAINED = "datacomp_xl_s13b_b90k"
 DEFAULT_AUDIO_MODEL = "laion/clap-htsat-unfused"
 
 
+def flag(group: str, help: str, default: Any = None, **extra: Any) -> Any:
+    """A setting: its default, and what its command-line flag says (``%(default)s`` works as in argparse)."""
+    return field(default=default, metadata={"group": group, "help": help, **extra})
+
+
 @dataclass(frozen=True)
 class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    image_model: str = DEFAULT_IMAGE_MODEL
-    image_pretrained: str | None = DEFAULT_IMAGE_PRETRAINED
-    audio_model: str = DEFAULT_AUDIO_MODEL
-    image_labels: Path = Path("labels/image.txt")
-    audio_labels: Path = Path("labels/audio.txt")
-    no_image: bool = False
-    no_audio: bool = False
-    device: DeviceChoice = "auto"
-    audio_hop: float = 1.0
-    audio_window: float = 5.0
-    max_batch: int = 8
-    batch_wait_ms: float = 50.0
-    label_cache: str = "~/.cache/sensorium/labels"
-    max_message_bytes: int = 8 * 1024 * 1024
-    max_image_pixels: int = 40_000_000
-    max_audio_chunk_seconds: float = 10.0
-    max_clip_seconds: float = 600.0
-    max_top_k: int = 100
-    max_requests: int = 16
-    max_connections: int = 64
-    max_streams: int = 8
-    idle_timeout: float = 120.0
-    max_errors: int = 50
-    max_labels: int = 10_000
-    max_label_file_bytes: int = 1024 * 1024
-    token: str | None = None
-    allow_origin: tuple[str, ...] = ()
-    reload_debounce_ms: int = 200
-    allow_label_edits: bool = False
-    log_level: str = "info"
+    host: str = flag("network", "address to bind (default %(default)s: this machine only)", "127.0.0.1")
+    port: int = flag("network", "port (default %(default)s)", 8000)
+    image_model: str = flag(
+        "models",
+        "open_clip model: a built-in name, hf-hub:org/repo, or local-dir:/path (default %(default)s)",
+        DEFAULT_IMAGE_MODEL,
+    )
+    image_pretrained: str | None = flag(
+        "models",
+        "pretrained tag or weights file for a built-in --image-model (default %(default)s)",
+        DEFAULT_IMAGE_PRETRAINED,
+    )
+    audio_model: str = flag(
+        "models",
+        "CLAP checkpoint: a hub id or a folder written by save_pretrained (default %(default)s)",
+        DEFAULT_AUDIO_MODEL,
+    )
+    device: DeviceChoice = flag(
+        "models", "auto (CUDA when present, with fp16), cpu or cuda (default %(default)s)", "auto"
+    )
+    no_image: bool = flag("models", "serve audio only", False)
+    no_audio: bool = flag("models", "serve images only", False)
+    max_batch: int = flag("models", "most inputs per model call (default %(default)s)", 8)
+    batch_wait_ms: float = flag(
+        "models",
+        "with several streams active, wait this long for a fuller batch; a lone input never waits "
+        "(default %(default)s)",
+        50.0,
+    )
+    image_labels: Path = flag(
+        "labels", "image label file, watched for changes (default %(default)s)", Path("labels/image.txt")
+    )
+    audio_labels: Path = flag(
+        "labels", "audio label file, watched for changes (default %(default)s)", Path("labels/audio.txt")
+    )
+    allow_label_edits: bool = flag(
+        "labels", "let the dashboard (and PUT /v1/labels/MODALITY) rewrite the label files", False
+    )
+    label_cache: str = flag(
+        "labels",
+        "folder for label embeddings kept across restarts, per model and weights; '' turns it off "
+        "(default %(default)s)",
+        "~/.cache/sensorium/labels",
+    )
+    reload_debounce_ms: int = flag(
+        "labels", "wait this long after a label file changes before reloading (default %(default)s)", 200
+    )
+    audio_hop: float = flag("audio", "seconds between audio results (default %(default)s)", 1.0)
+    audio_window: float = flag("audio", "seconds of audio per result (default %(default)s)", 5.0)
+    max_message_bytes: int = flag(
+        "limits",
+        "larger WebSocket messages close the connection, larger HTTP bodies get 413 (default %(default)s)",
+        8 * 1024 * 1024,
+    )
+    max_image_pixels: int = flag("limits", "width x height, checked before decoding (default %(default)s)", 40_000_000)
+    max_audio_chunk_seconds: float = flag("limits", "longest audio chunk on /ws (default %(default)s)", 10.0)
+    max_clip_seconds: float = flag(
+        "limits", "longest sound the HTTP API takes in one request (default %(default)s)", 600.0
+    )
+    max_top_k: int = flag("limits", "largest top_k a client may ask for (default %(default)s)", 100)
+    max_requests: int = flag(
+        "limits",
+        "one-shot HTTP requests in the models at once; more get 503 with Retry-After (default %(default)s)",
+        16,
+    )
+    max_connections: int = flag("limits", "more are refused (default %(default)s)", 64)
+    max_streams: int = flag("limits", "streams per connection (default %(default)s)", 8)
+    idle_timeout: float = flag("limits", "close a connection silent this many seconds (default %(default)s)", 120.0)
+    max_errors: int = flag(
+        "limits", "close a connection after this many bad messages within 10 s (default %(default)s)", 50
+    )
+    max_labels: int = flag("limits", "per label file (default %(default)s)", 10_000)
+    max_label_file_bytes: int = flag("limits", "default %(default)s", 1024 * 1024)
+    token: str | None = flag(
+        "security",
+        "require this token on /ws and every HTTP route but /health (default: $SENSORIUM_TOKEN, else none)",
+        env="SENSORIUM_TOKEN",
+    )
+    allow_origin: tuple[str, ...] = flag(
+        "security",
+        "a browser origin allowed to open /ws, such as https://example.org (repeatable; "
+        "default: only pages served by this server)",
+        (),
+    )
+    log_level: LogLevel = flag("logging", "default %(default)s", "info")
 
     def __post_init__(self) -> None:
         if self.no_image and self.no_audio:

@@ -3,6 +3,7 @@
 import asyncio
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -107,3 +108,34 @@ def test_python_m_server_serves_images_and_audio(image_model, audio_model, label
         process.terminate()
         process.wait(timeout=20)
     assert process.returncode in (0, -15)
+
+
+def test_every_missing_model_is_reported_once_before_the_server_starts(tmp_path):
+    """A missing model was once reported three times, after "Uvicorn running on ...", naming only the first."""
+    done, _ = run_cli(["serve", "--port", str(free_port())], clean_env(tmp_path, HF_HUB_OFFLINE="1"))
+    assert done.returncode == 2, done.stderr
+    output = done.stdout + done.stderr
+    assert output.count("image model 'ViT-B-32'") == 1 and output.count("audio model 'laion/clap-htsat-unfused'") == 1
+    assert "sensorium dev-models" in output
+    assert "Uvicorn running" not in output and "Started server process" not in output
+
+
+def test_a_mistyped_label_path_is_reported_before_the_models_load(tmp_path, image_model):
+    """It was reported after the models loaded, worded as if a file had been deleted."""
+    args = ["serve", "--port", str(free_port()), "--no-audio", "--image-model", image_model]
+    done, _ = run_cli([*args, "--image-labels", str(tmp_path / "imgae.txt")], clean_env(tmp_path, HF_HUB_OFFLINE="1"))
+    assert done.returncode == 2, done.stderr
+    assert "imgae.txt: no such file" in done.stderr and "deleted" not in done.stderr
+    assert "Started server process" not in done.stdout + done.stderr  # nothing started, nothing loaded
+
+
+def test_a_taken_port_is_reported_before_the_models_load(tmp_path, image_model):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["serve", "--port", str(port), "--no-audio", "--image-model", image_model, "--log-level", "debug"]
+        done, _ = run_cli(args, clean_env(tmp_path, HF_HUB_OFFLINE="1"))
+    assert done.returncode == 2, done.stderr
+    assert f"127.0.0.1:{port}" in done.stderr and "in use" in done.stderr and "--port" in done.stderr
+    assert "models loaded" not in done.stdout + done.stderr

@@ -5,25 +5,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import builtins
+import contextlib
 import io
 import re
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import cv2
+import msgpack
 import numpy as np
 import pytest
 import soundfile
+import websockets
 
+from clients import client as client_lib
 from clients import microphone, webcam
 from clients.client import SensoriumClient
 from clients.ledger import Ledger
 from clients.terminal import LivePrinter
 
-from .helpers import REPO, LiveServer, free_port, tone
+from .helpers import REPO, LiveServer, free_port, live_server, pack, tone
 
 SENSORIUM = shutil.which("sensorium") or str(Path(sys.executable).parent / "sensorium")
 
@@ -221,3 +228,227 @@ def test_mic_client_streams_the_virtual_input_to_the_server(server, virtual_micr
     assert done.returncode == 0, done.stderr
     counts = summary_counts(done.stdout)
     assert counts["sent"] >= 10 and counts["results"] >= 1 and counts["errors"] == 0
+
+
+# --- telling the user what is going on, and when to stop --------------------------------------------
+
+
+def test_an_unreachable_server_is_reported_at_once_and_given_up_on_time():
+    url = f"ws://127.0.0.1:{free_port()}/ws"  # nobody listens there
+    started = time.monotonic()
+    process = subprocess.Popen(  # `sensorium mic` without the server package's start-up
+        [sys.executable, "-m", "clients.microphone", "--file", str(REPO / "samples" / "tone_1khz.wav"), "--url", url,
+         "--connect-timeout", "3"],
+        cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    first = process.stderr.readline()
+    first_after = time.monotonic() - started
+    _, rest = process.communicate(timeout=30)
+    finished_after = time.monotonic() - started
+    assert f"connecting to {url} (giving up after 3 s)" in first
+    assert first_after < 2, f"the first line took {first_after:.1f} s"
+    assert len(re.findall(r"no connection \(.+\); retrying in [\d.]+ s", rest)) >= 2  # a line per retry
+    assert process.returncode == 3
+    assert "cannot reach the server" in rest and "sensorium serve" in rest and "Traceback" not in rest
+    assert finished_after < 3 + 2.5  # it gives up at the timeout, not one long backoff later
+
+
+@pytest.mark.parametrize("script", [webcam, microphone])
+def test_help_shows_the_connect_timeout(script, capsys, monkeypatch):
+    # `sensorium webcam` and `sensorium mic` build their parsers with the same add_arguments as these mains
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit):
+        script.main(["--help"])
+    assert re.search(r"--connect-timeout SECONDS\s+give up if the first connection takes longer \(default 10\)",
+                     capsys.readouterr().out)  # fmt: skip
+
+
+def test_a_server_that_requires_a_token_stops_the_client_at_once(settings):
+    async def refused(url: str) -> tuple[Exception, float, list[str]]:
+        statuses: list[str] = []
+        client = SensoriumClient(url, connect_timeout=5, on_status=statuses.append)
+        started = time.monotonic()
+        with pytest.raises(client_lib.ServerRefused) as caught:
+            await client.start()
+        return caught.value, time.monotonic() - started, statuses
+
+    async def accepted(url: str) -> None:
+        async with SensoriumClient(url, connect_timeout=5) as client:
+            assert client.welcome["type"] == "welcome"
+
+    with live_server(replace(settings, token="abc")) as server:
+        error, took, statuses = asyncio.run(refused(server.ws))
+        assert error.code == 4401 and "requires a token" in str(error) and "?token=" in str(error)
+        assert took < 2.5 and not any("retrying" in line for line in statuses)  # no reconnect attempts
+        error, _, _ = asyncio.run(refused(f"{server.ws}?token=wrong"))
+        assert "refused the token" in str(error)
+        asyncio.run(accepted(f"{server.ws}?token=abc"))
+        done = cli("mic", "--file", str(REPO / "samples" / "tone_1khz.wav"), "--url", server.ws,
+                   "--connect-timeout", "5")  # fmt: skip
+    assert done.returncode == 4, done.stderr
+    assert "requires a token: pass ?token=" in done.stderr and "--url" in done.stderr
+    assert "sensorium serve` running" not in done.stderr and "Traceback" not in done.stderr
+
+
+# A scripted stand-in for the server, for what a client must do whatever the server's timing.
+
+WELCOME = {"type": "welcome", "protocol": 1, "server": "fake", "modalities": {},
+           "limits": {"audio_hop_seconds": 1.0, "audio_window_seconds": 5.0}}  # fmt: skip
+Handler = Callable[[Any], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def fake_server(handler: Handler) -> AsyncIterator[str]:
+    async with websockets.serve(handler, "127.0.0.1", 0) as served:
+        port = next(iter(served.sockets)).getsockname()[1]
+        yield f"ws://127.0.0.1:{port}/ws"
+
+
+def fake_result(modality: str, stream: str, seq: int, dropped: int = 0) -> bytes:
+    return pack({"type": "result", "modality": modality, "stream": stream, "seq": seq, "ts": 0.0,
+                 "labels_version": 1, "top": [{"label": "x", "score": 1.0, "similarity": 0.3}],
+                 "timings": {"total_ms": 1.0}, "dropped": dropped})  # fmt: skip
+
+
+async def messages(ws: Any) -> AsyncIterator[dict[str, Any]]:
+    with contextlib.suppress(websockets.ConnectionClosed):
+        async for raw in ws:
+            yield msgpack.unpackb(raw)
+
+
+def test_a_refusal_when_reconnecting_stops_the_client():
+    connections = 0
+
+    async def handler(ws: Any) -> None:
+        nonlocal connections
+        connections += 1
+        if connections == 1:
+            await ws.send(pack(WELCOME))
+            await ws.close(1012, "restarting")
+        else:  # came back with a policy this client cannot meet
+            await ws.close(4403, "origin https://elsewhere.example is not allowed")
+
+    async def scenario() -> tuple[SensoriumClient, list[dict[str, Any]]]:
+        async with fake_server(handler) as url:
+            client = SensoriumClient(url, connect_timeout=5, on_status=lambda _: None)
+            await client.start()
+            with pytest.raises(client_lib.ServerRefused, match="origin"):
+                await client.wait_for_slot("image", "camera", 1, timeout=10)
+            with pytest.raises(client_lib.ServerRefused):
+                await client.send_frame(b"x", 0)
+            events = [event async for event in client.events()]  # ends: the client has stopped
+            assert client._task is not None and client._task.done()
+            await client.close()
+            return client, events
+
+    client, events = asyncio.run(scenario())
+    assert connections == 2 and client.failure is not None and client.failure.code == 4403
+    assert events == []
+
+
+def test_webcam_ends_its_stream_and_the_server_settles_the_books(tmp_path):
+    video = write_video(tmp_path / "clip.mp4", frames=6)
+    received: list[tuple[str, int | None]] = []
+
+    async def handler(ws: Any) -> None:
+        await ws.send(pack(WELCOME))
+        async for message in messages(ws):
+            received.append((message["type"], message.get("seq")))
+            if message["type"] == "frame" and message["seq"] < 5:
+                await ws.send(fake_result("image", message["stream"], message["seq"]))
+            elif message["type"] == "end":  # frame 5's result was lost (say, to a full send queue)
+                await ws.send(pack({"type": "ended", "modality": "image", "stream": message["stream"]}))
+
+    async def scenario() -> tuple[SensoriumClient, float]:
+        async with fake_server(handler) as url:
+            args = argparse.Namespace(
+                source=str(video), url=url, stream="camera", quality=80, max_side=640, inflight=6, fps=0.0,
+                top_k=None, min_score=None, headless=True, duration=0, frames=0, connect_timeout=5,
+            )  # fmt: skip
+            client = SensoriumClient(url, on_status=lambda _: None)
+            started = time.monotonic()
+            await webcam.stream_video(args, client, LivePrinter(io.StringIO(), live=False))
+            return client, time.monotonic() - started
+
+    client, took = asyncio.run(scenario())
+    assert received[-1] == ("end", 5) and received[:-1] == [("frame", seq) for seq in range(6)]
+    ledger = client.ledger
+    assert (ledger.sent, ledger.results, ledger.dropped) == (6, 5, 1)  # the lost frame is counted, not owed
+    assert ledger.in_flight("image", "camera") == 0 and ledger.has_ended("image", "camera")
+    assert took < client_lib.END_WAIT_S  # it did not sit out the timeout
+
+
+def test_mic_file_ends_its_stream_and_waits_for_the_tail(tmp_path, capsys):
+    wav = tmp_path / "tone.wav"
+    soundfile.write(wav, tone(440, 3.5, 16000), 16000, subtype="PCM_16")
+    received: list[tuple[str, int | None]] = []
+
+    async def handler(ws: Any) -> None:
+        await ws.send(pack(WELCOME))
+        seconds = 0.0
+        async for message in messages(ws):
+            received.append((message["type"], message.get("seq")))
+            if message["type"] == "audio":
+                before = seconds
+                seconds += len(message["data"]) / 2 / message["sample_rate"]
+                if int(seconds + 1e-9) > int(before + 1e-9):  # a full hop
+                    await ws.send(fake_result("audio", message["stream"], message["seq"]))
+            elif message["type"] == "end":
+                await asyncio.sleep(0.3)  # the model takes its time over the partial hop
+                await ws.send(fake_result("audio", message["stream"], message["seq"]))
+                await ws.send(pack({"type": "ended", "modality": "audio", "stream": message["stream"]}))
+
+    async def scenario() -> SensoriumClient:
+        async with fake_server(handler) as url:
+            args = argparse.Namespace(
+                file=str(wav), fast=True, device=None, chunk_ms=200, stream="mic", url=url, top_k=None,
+                min_score=None, duration=0, connect_timeout=5,
+            )  # fmt: skip
+            client = SensoriumClient(url, on_status=lambda _: None)
+            await microphone.stream_audio(args, client, LivePrinter(io.StringIO(), live=False))
+            return client
+
+    client = asyncio.run(scenario())
+    # the end names the last chunk, whose seq the server gives the tail's result
+    assert received[-1] == ("end", 17) and received[:-1] == [("audio", seq) for seq in range(18)]
+    assert client.ledger.results == 4  # 3 full hops and the tail
+    assert "audio sent 3.5 s" in capsys.readouterr().out
+
+
+def test_a_server_that_does_not_know_end_is_not_waited_for():
+    async def handler(ws: Any) -> None:
+        await ws.send(pack(WELCOME))
+        async for message in messages(ws):
+            if message["type"] == "end":  # what a server from before ``end`` answers
+                await ws.send(pack({"type": "error", "code": "unknown_type", "message": "unknown message type 'end'",
+                                    "seq": message["seq"]}))  # fmt: skip
+
+    async def scenario() -> tuple[bool, float]:
+        async with fake_server(handler) as url, SensoriumClient(url, on_status=lambda _: None) as client:
+            assert await client.send_audio(bytes(3200), 7, 16000)
+            assert await client.end_stream("audio", "mic")
+            started = time.monotonic()
+            ended = await client.wait_ended("audio", "mic", timeout=client_lib.END_WAIT_S)
+            return ended, time.monotonic() - started
+
+    ended, took = asyncio.run(scenario())
+    assert not ended and took < client_lib.END_WAIT_S / 2
+
+
+@pytest.mark.parametrize(("seconds", "hops"), [(3.5, 4), (3.0, 3)])
+def test_mic_file_tail_is_classified(server, tmp_path, seconds, hops):
+    """Hop 1 s, window 5 s: a 3.5 s file gets 3 full hops and the final partial one; a 3.0 s file just 3."""
+    wav = tmp_path / "tone.wav"
+    soundfile.write(wav, tone(660, seconds, 22050), 22050, subtype="PCM_16")
+    started = time.monotonic()
+    done = cli("mic", "--file", str(wav), "--fast", "--url", server.ws)
+    assert done.returncode == 0, done.stderr
+    counts = summary_counts(done.stdout)
+    chunks = round(seconds / 0.2)
+    assert counts["sent"] == chunks and counts["errors"] == 0
+    # --fast can replace a waiting window by a newer one (dropped); the last one, the tail, always comes.
+    assert counts["results"] + counts["dropped"] == hops, done.stdout
+    results = re.findall(r"^\[audio mic #(\d+)\]", done.stdout, re.MULTILINE)
+    assert int(results[-1]) == chunks - 1  # the last window holds the last chunk
+    assert time.monotonic() - started < client_lib.END_WAIT_S  # the server said ``ended``; no timeout

@@ -217,3 +217,161 @@ def test_served_offline_from_the_package(server):
         for line in (Path(__file__).parent.parent / "server/static/index.html").read_text().splitlines()
         if "src=" in line or "href=" in line
     ), "no CDN: every asset is served by the server itself"
+
+
+# --- refusals, double starts, a decaying rate, label failures, errors of other streams -----------
+
+
+def connection_text(page) -> str:
+    return page.inner_text("#connection")
+
+
+def test_a_refused_token_is_said_and_not_retried(page, settings):
+    with live_server(replace(settings, token="sesame")) as server:
+        attempts: list[str] = []
+        page.on("websocket", lambda ws: attempts.append(ws.url))
+        page.goto(f"{server.http}/")
+        page.wait_for_function(
+            "document.querySelector('#connection').textContent.includes('the server wants a token')", timeout=10_000
+        )
+        assert "/?token=" in connection_text(page) and "reconnecting" not in connection_text(page)
+        page.wait_for_timeout(2_500)  # an absence is only seen by watching: backoff would retry 3 times by now
+        assert len(attempts) == 1, attempts
+        page.goto(f"{server.http}/?token=sesame")  # the hint is right: with the token it connects
+        page.wait_for_selector("#connection.open")
+
+
+def test_a_refused_origin_is_said_and_not_retried_but_other_closes_are(page, server):
+    attempts: list[str] = []
+
+    def refuse(ws) -> None:
+        attempts.append(ws.url)
+        if len(attempts) == 1:
+            ws.close(code=1013, reason="the server is full")  # try again later: the page does
+        else:
+            ws.close(code=4403, reason="origin http://elsewhere.test is not allowed")
+
+    page.route_web_socket("**/ws", refuse)
+    page.goto(f"{server.http}/")
+    page.wait_for_function(
+        "document.querySelector('#connection').textContent.includes(\"this page's origin is not allowed\")",
+        timeout=10_000,
+    )
+    assert "elsewhere.test" in connection_text(page) and "reconnecting" not in connection_text(page)
+    page.wait_for_timeout(2_500)  # an absence is only seen by watching: backoff would retry 3 times by now
+    assert len(attempts) == 2, attempts
+
+
+GET_USER_MEDIA_SPY = """
+// Counts getUserMedia calls and holds every answer until the test opens the gate: both clicks of a
+// double-click land while the device is still opening, however fast this machine is.
+let openGate;
+window.media = { video: 0, audio: 0, streams: [], gate: new Promise((resolve) => { openGate = resolve; }) };
+window.media.open = () => openGate();
+const getUserMedia = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+navigator.mediaDevices.getUserMedia = async (constraints) => {
+  window.media[constraints.video ? "video" : "audio"] += 1;
+  await window.media.gate;
+  const stream = await getUserMedia(constraints);
+  window.media.streams.push(stream);
+  return stream;
+};
+"""
+
+ALL_TRACKS_ENDED = "window.media.streams.every((s) => s.getTracks().every((t) => t.readyState === 'ended'))"
+
+
+def test_a_double_click_starts_one_camera_and_one_microphone(page, server):
+    page.add_init_script(GET_USER_MEDIA_SPY)
+    page.goto(f"{server.http}/")
+    page.wait_for_selector("#connection.open")
+    page.dblclick("#camera-toggle")
+    page.dblclick("#mic-toggle")
+    assert page.evaluate("[window.media.video, window.media.audio]") == [1, 1]
+    assert page.is_disabled("#camera-toggle") and page.is_disabled("#mic-toggle")  # while starting
+    page.evaluate("window.media.open()")
+    page.wait_for_function(
+        "document.querySelector('#camera-toggle').textContent === 'Stop camera'"
+        " && document.querySelector('#mic-toggle').textContent === 'Stop microphone'",
+        timeout=15_000,
+    )
+    assert page.evaluate("[window.media.video, window.media.audio, window.media.streams.length]") == [1, 1, 2]
+    page.wait_for_function("window.sensorium.lastResult.image !== null", timeout=30_000)
+    page.click("#camera-toggle")
+    page.click("#mic-toggle")
+    page.wait_for_function(ALL_TRACKS_ENDED)  # nothing left capturing once both are stopped
+
+
+CAMERA_RATE = "parseFloat(document.querySelector('#camera-stats').textContent)"
+
+
+def test_the_result_rate_decays_to_zero_when_results_stop(page, server):
+    page.goto(f"{server.http}/")
+    page.wait_for_selector("#connection.open")
+    page.click("#camera-toggle")
+    page.wait_for_function(f"{CAMERA_RATE} > 0", timeout=30_000)
+    page.click("#camera-toggle")
+    page.wait_for_function(f"{CAMERA_RATE} === 0", timeout=10_000)
+    assert "0.0 results/s" in page.inner_text("#camera-stats")
+
+
+def test_a_failed_label_load_is_shown_not_thrown(page, settings):
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" and "Uncaught" in m.text else None)
+    failure = {"kind": "no token"}
+
+    def labels(route) -> None:
+        if failure["kind"] == "no token":  # the real server's 401: the request without the page's token
+            headers = {k: v for k, v in route.request.headers.items() if k.lower() != "authorization"}
+            route.continue_(headers=headers)
+        elif failure["kind"] == "proxy":
+            route.fulfill(status=502, content_type="text/html", body="<h1>Bad Gateway</h1>")
+        else:
+            route.abort("connectionrefused")
+
+    page.route("**/v1/labels", labels)
+    with live_server(replace(settings, token="sesame")) as server:
+        for kind, shown in [("no token", "token"), ("proxy", "502"), ("network", "")]:
+            failure["kind"] = kind
+            page.goto(f"{server.http}/?token=sesame")
+            page.wait_for_selector("#connection.open")
+            page.wait_for_function(
+                "document.querySelector('#label-notice').textContent.includes('labels not loaded')", timeout=5_000
+            )
+            assert shown in page.inner_text("#label-notice"), kind
+            assert "error" in page.get_attribute("#label-notice", "class")
+    assert not problems, problems
+
+
+def test_only_errors_for_the_camera_stream_free_its_frames(page, server):
+    routes = []
+
+    def fake_server(ws) -> None:
+        routes.append(ws)
+        ws.send(
+            msgpack.packb(
+                {
+                    "type": "welcome", "protocol": 1, "server": "sensorium/fake",
+                    "modalities": {"image": {"model": "fake", "labels_version": 1, "label_count": 3}},
+                    "limits": {},
+                }
+            )
+        )  # fmt: skip
+
+    page.route_web_socket("**/ws", fake_server)
+    page.goto(f"{server.http}/")
+    page.wait_for_selector("#connection.open")
+    page.click("#camera-toggle")
+    page.wait_for_function("window.sensorium.camera.inFlight.size === 2", timeout=15_000)  # nobody answers
+    first, second = page.evaluate("[...window.sensorium.camera.inFlight.keys()]")
+
+    def error(seq: int, **where: str) -> None:
+        routes[-1].send(msgpack.packb({"type": "error", "code": "bad_audio", "message": "test", "seq": seq, **where}))
+
+    error(second, modality="audio", stream="mic")  # the microphone's chunk with the same number
+    error(second, modality="image", stream="another-camera")
+    error(second)  # not known to be the camera's
+    error(first, modality="image", stream="camera")
+    page.wait_for_function(f"!window.sensorium.camera.inFlight.has({first})")  # handled in order: all four seen
+    assert page.evaluate(f"window.sensorium.camera.inFlight.has({second})")

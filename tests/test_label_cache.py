@@ -1,5 +1,8 @@
 """Label embeddings kept on disk: a restart encodes nothing it encoded before, for the same weights only."""
 
+from pathlib import Path
+
+import httpx
 import numpy as np
 
 from server.devmodels import write_open_clip
@@ -7,7 +10,7 @@ from server.encoders import ModelSpec, build_encoder
 from server.labels import parse_label_text
 from server.labelsets import EmbeddingCache, embed_labels
 
-from .helpers import live_server
+from .helpers import jpeg, live_server
 
 LABELS = "\n".join(f"thing number {i}" for i in range(50))
 
@@ -46,3 +49,33 @@ def test_unreadable_cache_file_is_ignored(tmp_path, image_model):
     (path,) = tmp_path.glob("*.npz")
     path.write_bytes(b"garbage")
     assert EmbeddingCache(tmp_path).load(encoder.identity) == 0
+
+
+def test_request_labels_stay_off_disk_and_file_labels_survive_a_restart(settings):
+    """Ad-hoc labels and texts of HTTP requests once went into the disk cache forever, each new prompt
+    rewriting the whole file."""
+    cache_dir = Path(settings.label_cache)
+    with live_server(settings) as server:
+        files = {p: p.stat().st_mtime_ns for p in cache_dir.glob("*.npz")}
+        for n in range(3):
+            reply = httpx.post(
+                f"{server.http}/v1/classify/image",
+                files={"file": ("a.jpg", jpeg(), "image/jpeg")},
+                data={"labels": [f"request label {n}", "another request label"]},
+            )
+            assert reply.status_code == 200, reply.text
+            body = {"texts": [f"a request text {n}"], "modality": "audio"}
+            assert httpx.post(f"{server.http}/v1/embed/text", json=body).status_code == 200
+        assert {p: p.stat().st_mtime_ns for p in cache_dir.glob("*.npz")} == files  # not rewritten
+    for saved in cache_dir.glob("*.npz"):
+        with np.load(saved) as contents:
+            assert not [p for p in contents["prompts"].tolist() if "request" in p]
+    with live_server(settings) as again:
+        assert again.app.state.runtime.label_sources["image"].current.new_prompts == 0
+
+
+def test_transient_prompts_are_bounded():
+    cache = EmbeddingCache(None, transient_limit=3)
+    rows = np.eye(5, dtype=np.float32)
+    cache.store("m", [f"p{i}" for i in range(5)], rows, keep=False)
+    assert set(cache.lookup("m", [f"p{i}" for i in range(5)])) == {"p2", "p3", "p4"}

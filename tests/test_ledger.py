@@ -48,3 +48,42 @@ def test_summary_and_percentiles():
     assert text.startswith("frames sent 1, results 1, dropped 0, errors 0, lost in reconnects 0")
     assert "round trip p50 20.0 ms" in text and "encode 10.0" in text
     assert percentile([1, 2, 3, 4], 50) == 2.5 and percentile([5], 95) == 5
+
+
+def test_an_error_frees_only_the_slot_of_its_own_stream():
+    ledger = Ledger()
+    for seq in range(4):
+        ledger.on_sent("image", "camera", seq, now=0.0)
+    for seq in range(2):
+        ledger.on_sent("image", "door", seq, now=0.0)
+    for seq in range(4):
+        ledger.on_sent("audio", "mic", seq, now=0.0, tracked=False)
+    # Every stream counts seq from 0: an audio error for chunk 3 is not about camera frame 3.
+    ledger.on_error({"type": "error", "code": "bad_audio", "message": "x", "seq": 3, "modality": "audio",
+                     "stream": "mic"})  # fmt: skip
+    assert ledger.in_flight("image", "camera") == 4
+    ledger.on_error({"type": "error", "code": "bad_image", "message": "x", "seq": 1, "modality": "image",
+                     "stream": "door"})  # fmt: skip
+    assert (ledger.in_flight("image", "camera"), ledger.in_flight("image", "door")) == (4, 1)
+    # An older server says only the seq: it frees a slot only when exactly one stream holds that seq.
+    ledger.on_error({"type": "error", "code": "bad_image", "message": "x", "seq": 0})  # camera 0 and door 0
+    assert (ledger.in_flight("image", "camera"), ledger.in_flight("image", "door")) == (4, 1)
+    ledger.on_error({"type": "error", "code": "bad_image", "message": "x", "seq": 2})  # only camera 2
+    assert (ledger.in_flight("image", "camera"), ledger.in_flight("image", "door")) == (3, 1)
+    assert ledger.errors == 4
+
+
+def test_ended_leaves_nothing_of_the_stream_in_flight():
+    ledger = Ledger()
+    for seq in range(3):
+        ledger.on_sent("image", "camera", seq, now=0.0)
+    ledger.on_sent("image", "door", 0, now=0.0)
+    ledger.on_result(result(0), now=0.1)
+    assert not ledger.has_ended("image", "camera")
+    ledger.on_ended({"type": "ended", "modality": "image", "stream": "camera"})
+    assert ledger.has_ended("image", "camera") and not ledger.has_ended("image", "door")
+    assert (ledger.in_flight("image", "camera"), ledger.in_flight("image", "door")) == (0, 1)
+    assert ledger.dropped == 2  # frames 1 and 2 got no result and never will
+    assert ledger.sent == ledger.results + ledger.dropped + ledger.in_flight("image", "door")
+    ledger.on_sent("image", "camera", 3, now=1.0)  # the stream goes on after all
+    assert not ledger.has_ended("image", "camera") and ledger.in_flight("image", "camera") == 1

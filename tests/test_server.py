@@ -303,3 +303,84 @@ def test_pings_answered_while_the_model_is_busy(server):
         return time.perf_counter() - started
 
     asyncio.run(scenario())
+
+
+def test_end_classifies_the_last_partial_hop_then_says_ended(server):
+    async def scenario():
+        ws = await connect(server)
+        source = tone(440, 3.5, 16000)
+        results = []
+        for seq, start in enumerate(range(0, len(source), 4000)):  # 0.25 s chunks
+            await ws.send(audio(seq, source[start : start + 4000]))
+            if seq % 4 == 3:  # a hop is complete: its result, before the next (latest wins would replace it)
+                results.append(await receive_until(ws, lambda m: m["type"] == "result"))
+        await ws.send(pack({"type": "end", "modality": "audio", "stream": "mic", "seq": 99}))
+        tail = await receive_until(ws, lambda m: m["type"] in ("result", "ended"))
+        ended = await receive_until(ws, lambda m: m["type"] == "ended")
+        await ws.send(pack({"type": "end", "modality": "image", "stream": "never-used"}))
+        nothing_held = await receive(ws)
+        await ws.close()
+        return results, tail, ended, nothing_held
+
+    results, tail, ended, nothing_held = asyncio.run(scenario())
+    assert [round(r["window_s"]) for r in results] == [1, 2, 3]
+    assert tail["type"] == "result" and tail["seq"] == 99 and abs(tail["window_s"] - 3.5) < 0.05
+    assert ended == {"type": "ended", "modality": "audio", "stream": "mic"}
+    assert nothing_held == {"type": "ended", "modality": "image", "stream": "never-used"}
+
+
+def test_errors_name_the_modality_and_stream_of_the_input(server):
+    """An audio error with seq 3 once freed camera frame 3 in clients that count seq per connection."""
+
+    async def scenario():
+        ws = await connect(server)
+        await ws.send(pack({"type": "audio", "stream": "desk", "seq": 3, "ts": 0.0, "sample_rate": 16000,
+                            "channels": 1, "dtype": "int16", "data": b"\0\0\0"}))  # fmt: skip
+        bad_audio = await receive(ws)
+        await ws.send(frame(3, data=b"not a jpeg", stream="door"))
+        bad_image = await receive(ws)
+        await ws.send(pack({"type": "frame", "seq": 4, "stream": "door", "ts": 0.0, "format": "gif", "data": b"x"}))
+        bad_field = await receive(ws)
+        await ws.close()
+        return bad_audio, bad_image, bad_field
+
+    bad_audio, bad_image, bad_field = asyncio.run(scenario())
+    assert (bad_audio["code"], bad_audio["seq"], bad_audio["modality"], bad_audio["stream"]) == (
+        "bad_audio", 3, "audio", "desk"
+    )  # fmt: skip
+    assert (bad_image["code"], bad_image["seq"], bad_image["modality"], bad_image["stream"]) == (
+        "bad_image", 3, "image", "door"
+    )  # fmt: skip
+    assert (bad_field["code"], bad_field["modality"], bad_field["stream"]) == ("bad_field", "image", "door")
+
+
+class Recording:
+    """A per-stream consumer, as the events layer will be: it sees every label's score of every input."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int]] = []
+
+    def consume(self, stream, seq, ts, scores):
+        self.seen.append((seq, len(scores.scores)))
+        return [{"type": "note", "stream": stream.name, "seq": seq, "labels": len(scores.scores)}]
+
+
+def test_stream_consumers_see_the_whole_label_set_not_only_the_top(server):
+    runtime = server.app.state.runtime
+    recorders: dict = {}
+    runtime.consumer_factories.append(lambda key: recorders.setdefault(key.name, Recording()))
+    count = len(runtime.label_sources["image"].current.names)
+
+    async def scenario():
+        ws = await connect(server)
+        await ws.send(pack({"type": "config", "top_k": 1}))
+        await ws.send(frame(1, stream="porch"))
+        result = await receive_until(ws, lambda m: m["type"] == "result")
+        note = await receive(ws)
+        await ws.close()
+        return result, note
+
+    result, note = asyncio.run(scenario())
+    assert len(result["top"]) == 1
+    assert recorders["porch"].seen == [(1, count)] and count > 1
+    assert note == {"type": "note", "stream": "porch", "seq": 1, "labels": count}  # sent after the result

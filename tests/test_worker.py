@@ -1,6 +1,13 @@
 import asyncio
 
-from server.worker import Job, LatestWinsQueue, StreamKey
+import numpy as np
+
+from server.encoders import ModelSpec, build_encoder
+from server.inference import LocalEmbedder
+from server.labelsets import EmbeddingCache, LabelSource
+from server.worker import FutureSink, Job, LatestWinsQueue, ModelWorker, StreamKey
+
+from .helpers import async_wait_until
 
 
 class Recorder:
@@ -127,3 +134,53 @@ def test_one_shot_requests_never_wait_and_never_make_others_wait():
         assert loop.time() - started < 0.5
 
     asyncio.run(scenario())
+
+
+class GatedEmbedder:
+    """A real model behind ``embed``, as a remote backend would be: it takes two batches at once, and each
+    waits at a gate the test opens, so the test sees what the worker keeps in flight."""
+
+    concurrency = 2
+
+    def __init__(self, encoder) -> None:
+        self.local = LocalEmbedder(encoder)
+        self.gate = asyncio.Event()
+        self.inside = 0
+        self.most_inside = 0
+
+    async def embed(self, inputs):
+        self.inside += 1
+        self.most_inside = max(self.most_inside, self.inside)
+        await self.gate.wait()
+        try:
+            return await self.local.embed(inputs)
+        finally:
+            self.inside -= 1
+
+    def close(self) -> None:
+        self.local.close()
+
+
+def test_the_worker_keeps_as_many_batches_in_flight_as_the_embedder_takes(image_model, label_dir):
+    encoder = build_encoder(ModelSpec("image", image_model))
+    source = LabelSource("image", label_dir / "image.txt", encoder, EmbeddingCache(), lambda m: None, 0)
+    source.load_now()
+
+    async def scenario():
+        embedder = GatedEmbedder(encoder)
+        worker = ModelWorker(embedder, source, encoder.logit_scale, max_batch=1)
+        runner = asyncio.create_task(worker.run())
+        sinks = [FutureSink() for _ in range(3)]
+        for n, sink in enumerate(sinks):
+            worker.submit(Job(StreamKey(n, "image", "camera"), np.zeros((48, 64, 3), np.uint8), n, 0, 0, 0, sink))
+        await async_wait_until(lambda: embedder.inside == 2, what="two batches inside the embedder")
+        assert worker.in_flight == 2 and len(worker.queue) == 1  # the third waits for a free slot
+        embedder.gate.set()
+        outcomes = await asyncio.gather(*(sink.future for sink in sinks))
+        runner.cancel()
+        worker.close()
+        return embedder.most_inside, outcomes
+
+    most_inside, outcomes = asyncio.run(scenario())
+    assert most_inside == 2
+    assert all(o.scores is not None and len(o.scores.scores) == len(source.current.names) for o in outcomes)

@@ -8,14 +8,19 @@ const STAGES = ["decode_ms", "queue_ms", "preprocess_ms", "encode_ms", "similari
 const COLORS = ["#f6c453", "#9b8cff", "#4fd1c5", "#4f9dff", "#f78fb3", "#8a90a0"];
 const HISTORY_S = 60;
 const FRAMES_IN_FLIGHT = 2;
+const CAMERA_STREAM = "camera";
+const MIC_STREAM = "mic";
+const RATE_WINDOW_MS = 2000; // results/s is counted over this much of the recent past
 
 // Everything the page knows, in one place (tests read it through window.sensorium).
 const state = {
   ws: null,
   connected: false,
   welcome: null,
-  camera: { stream: null, seq: 0, inFlight: new Map(), sent: 0, results: 0, dropped: 0, timer: null },
-  mic: { context: null, node: null, stream: null, seq: 0, sent: 0, results: 0, dropped: 0, chunkSent: new Map() },
+  // status: "off", "starting" (waiting for the device; the button is disabled) or "on"
+  camera: { status: "off", stream: null, seq: 0, inFlight: new Map(), sent: 0, results: 0, dropped: 0, timer: null },
+  mic: { status: "off", context: null, node: null, stream: null, seq: 0, sent: 0, results: 0, dropped: 0, chunkSent: new Map() },
+  refused: null, // {code, reason} once the server refused this page (bad token, origin): no more reconnecting
   latency: { image: [], audio: [] },
   audioHistory: [],
   labels: {},
@@ -27,6 +32,15 @@ window.sensorium = state;
 // --- connection -------------------------------------------------------------------------------
 
 let backoff = 250;
+
+// Close codes that reconnecting cannot cure: say why and stop.
+const REFUSALS = {
+  4401: () => token
+    ? `the server refused this token: open ${location.pathname}?token=… with the right one`
+    : `the server wants a token: open ${location.pathname}?token=…`,
+  4403: (reason) => `this page's origin is not allowed${reason ? ` (${reason})` : ""}:`
+    + ` start the server with --allow-origin ${location.origin}`,
+};
 
 function connect() {
   const protocols = ["sensorium.v1"];
@@ -40,6 +54,12 @@ function connect() {
   ws.onclose = (event) => {
     state.connected = false;
     state.camera.inFlight.clear();
+    const refusal = REFUSALS[event.code];
+    if (refusal) {
+      state.refused = { code: event.code, reason: event.reason };
+      setConnection(`${refusal(event.reason)} (${event.code})`, "closed refused");
+      return;
+    }
     setConnection(`disconnected (${event.code}${event.reason ? ": " + event.reason : ""}); reconnecting`, "closed");
     setTimeout(connect, backoff);
     backoff = Math.min(backoff * 2, 5000);
@@ -73,7 +93,13 @@ function onMessage(msg) {
       break;
     case "labels_error": notice(`${msg.modality} labels not reloaded: ${msg.message}`, true); break;
     case "error":
-      if (msg.seq !== undefined) state.camera.inFlight.delete(msg.seq);
+      // Only an error about one of our camera frames frees its slot: an audio chunk or another
+      // stream can carry the same seq.
+      if (msg.seq !== undefined && msg.modality === "image" && msg.stream === CAMERA_STREAM) {
+        state.camera.inFlight.delete(msg.seq);
+      } else if (msg.seq !== undefined && msg.modality === "audio" && msg.stream === MIC_STREAM) {
+        state.mic.chunkSent.delete(msg.seq);
+      }
       notice(`server error ${msg.code}: ${msg.message}`, true);
       break;
   }
@@ -94,6 +120,7 @@ function onResult(msg) {
     if (sentAt !== undefined) roundTrip = now - sentAt;
     cam.results += 1;
     cam.dropped += msg.dropped;
+    resultTimes.push(now);
   } else {
     const sentAt = state.mic.chunkSent.get(msg.seq);
     if (sentAt !== undefined) roundTrip = now - sentAt;
@@ -114,8 +141,7 @@ function render(modality) {
   drawBars($(modality === "image" ? "image-top" : "audio-top"), msg.top);
   if (modality === "image") {
     $("overlay").innerHTML = msg.top.slice(0, 3).map((t) => `${escapeHtml(t.label)} ${(t.score * 100).toFixed(0)}%`).join("<br>");
-    const fps = rate(state.latency.image);
-    $("camera-stats").textContent = `${fps.toFixed(1)} results/s · dropped ${state.camera.dropped}`;
+    renderCameraStats();
   } else {
     $("mic-stats").textContent = `window ${msg.window_s?.toFixed(1) ?? "-"} s · dropped ${state.mic.dropped}`;
     drawHistory();
@@ -126,12 +152,18 @@ function render(modality) {
     ? `p50 ${percentile(totals, 50).toFixed(0)} ms · p95 ${percentile(totals, 95).toFixed(0)} ms` : "";
 }
 
-const resultTimes = { image: [] };
-function rate() {
+// When each recent image result arrived; the rate is refreshed on a timer too, so it falls to 0
+// when results stop coming (camera stopped, server silent) instead of freezing at its last value.
+const resultTimes = [];
+function resultRate() {
   const now = performance.now();
-  resultTimes.image.push(now);
-  while (resultTimes.image.length && resultTimes.image[0] < now - 5000) resultTimes.image.shift();
-  return resultTimes.image.length / 5;
+  while (resultTimes.length && resultTimes[0] <= now - RATE_WINDOW_MS) resultTimes.shift();
+  return resultTimes.length / (RATE_WINDOW_MS / 1000);
+}
+
+function renderCameraStats() {
+  if (!state.camera.results) return; // nothing to say before the first result
+  $("camera-stats").textContent = `${resultRate().toFixed(1)} results/s · dropped ${state.camera.dropped}`;
 }
 
 function drawBars(el, top) {
@@ -185,26 +217,37 @@ function drawHistory() {
 
 async function toggleCamera() {
   const cam = state.camera;
-  if (cam.stream) { stopCamera(); return; }
+  if (cam.status === "starting") return; // a second click while the device opens: one capture only
+  if (cam.status === "on") { stopCamera(); return; }
+  cam.status = "starting";
+  const button = $("camera-toggle");
+  button.disabled = true;
   try {
     const deviceId = $("camera-device").value;
     cam.stream = await navigator.mediaDevices.getUserMedia({ video: deviceId ? { deviceId: { exact: deviceId } } : { width: 640, height: 480 } });
   } catch (error) {
+    cam.status = "off";
     showMediaError("camera-message", "camera", error);
     return;
+  } finally {
+    button.disabled = false;
   }
+  cam.status = "on";
   $("camera-message").hidden = true;
   $("video").srcObject = cam.stream;
-  $("camera-toggle").textContent = "Stop camera";
+  button.textContent = "Stop camera";
   listDevices();
+  clearInterval(cam.timer);
   cam.timer = setInterval(sendFrame, 30);
 }
 
 function stopCamera() {
   const cam = state.camera;
   clearInterval(cam.timer);
-  cam.stream.getTracks().forEach((t) => t.stop());
+  cam.timer = null;
+  if (cam.stream) cam.stream.getTracks().forEach((t) => t.stop());
   cam.stream = null;
+  cam.status = "off";
   $("camera-toggle").textContent = "Start camera";
 }
 
@@ -226,7 +269,7 @@ function sendFrame() {
     if (!blob) return;
     const data = new Uint8Array(await blob.arrayBuffer());
     const seq = cam.seq++;
-    if (send({ type: "frame", stream: "camera", seq, ts: Date.now() / 1000, format: "jpeg", data })) {
+    if (send({ type: "frame", stream: CAMERA_STREAM, seq, ts: Date.now() / 1000, format: "jpeg", data })) {
       cam.inFlight.set(seq, performance.now());
       cam.sent += 1;
     }
@@ -237,38 +280,53 @@ function sendFrame() {
 
 async function toggleMic() {
   const mic = state.mic;
-  if (mic.context) { stopMic(); return; }
+  if (mic.status === "starting") return; // a second click while the device opens: one capture only
+  if (mic.status === "on") { stopMic(); return; }
+  mic.status = "starting";
+  const button = $("mic-toggle");
+  button.disabled = true;
   try {
     const deviceId = $("mic-device").value;
     mic.stream = await navigator.mediaDevices.getUserMedia({ audio: deviceId ? { deviceId: { exact: deviceId } } : true });
   } catch (error) {
+    mic.status = "off";
+    button.disabled = false;
     showMediaError("mic-message", "microphone", error);
     return;
   }
+  try {
+    mic.context = new AudioContext();
+    await mic.context.audioWorklet.addModule("/static/worklet.js");
+    const rate = mic.context.sampleRate;
+    mic.node = new AudioWorkletNode(mic.context, "pcm-chunker", { processorOptions: { chunkFrames: Math.round(rate * 0.2) } });
+    mic.node.port.onmessage = (event) => {
+      const seq = mic.seq++;
+      const data = new Uint8Array(event.data);
+      if (send({ type: "audio", stream: MIC_STREAM, seq, ts: Date.now() / 1000, sample_rate: rate, channels: 1, dtype: "int16", data })) {
+        mic.sent += 1;
+        mic.chunkSent.set(seq, performance.now());
+        if (mic.chunkSent.size > 100) mic.chunkSent.delete(mic.chunkSent.keys().next().value);
+      }
+    };
+    mic.context.createMediaStreamSource(mic.stream).connect(mic.node);
+  } catch (error) {
+    stopMic();
+    button.disabled = false;
+    showMediaError("mic-message", "microphone", error);
+    return;
+  }
+  mic.status = "on";
+  button.disabled = false;
   $("mic-message").hidden = true;
-  mic.context = new AudioContext();
-  await mic.context.audioWorklet.addModule("/static/worklet.js");
-  const rate = mic.context.sampleRate;
-  mic.node = new AudioWorkletNode(mic.context, "pcm-chunker", { processorOptions: { chunkFrames: Math.round(rate * 0.2) } });
-  mic.node.port.onmessage = (event) => {
-    const seq = mic.seq++;
-    const data = new Uint8Array(event.data);
-    if (send({ type: "audio", stream: "mic", seq, ts: Date.now() / 1000, sample_rate: rate, channels: 1, dtype: "int16", data })) {
-      mic.sent += 1;
-      mic.chunkSent.set(seq, performance.now());
-      if (mic.chunkSent.size > 100) mic.chunkSent.delete(mic.chunkSent.keys().next().value);
-    }
-  };
-  mic.context.createMediaStreamSource(mic.stream).connect(mic.node);
-  $("mic-toggle").textContent = "Stop microphone";
+  button.textContent = "Stop microphone";
   listDevices();
 }
 
 function stopMic() {
   const mic = state.mic;
-  mic.stream.getTracks().forEach((t) => t.stop());
-  mic.context.close();
-  Object.assign(mic, { context: null, node: null, stream: null });
+  if (mic.stream) mic.stream.getTracks().forEach((t) => t.stop());
+  if (mic.context) mic.context.close();
+  Object.assign(mic, { status: "off", context: null, node: null, stream: null });
   $("mic-toggle").textContent = "Start microphone";
 }
 
@@ -284,7 +342,12 @@ function showMediaError(id, what, error) {
 
 async function listDevices() {
   if (!navigator.mediaDevices?.enumerateDevices) return;
-  const devices = await navigator.mediaDevices.enumerateDevices();
+  let devices;
+  try {
+    devices = await navigator.mediaDevices.enumerateDevices();
+  } catch {
+    return; // the lists stay as they are; start still opens the default device
+  }
   for (const [kind, id] of [["videoinput", "camera-device"], ["audioinput", "mic-device"]]) {
     const select = $(id);
     const current = select.value;
@@ -299,14 +362,36 @@ async function listDevices() {
 async function api(path, options = {}) {
   const headers = { ...(options.headers || {}) };
   if (token) headers.Authorization = `Bearer ${token}`;
-  const reply = await fetch(path, { ...options, headers });
-  const body = await reply.json();
-  if (!reply.ok) throw new Error(body.error ? body.error.message : reply.statusText);
+  let reply;
+  try {
+    reply = await fetch(path, { ...options, headers });
+  } catch (error) {
+    throw new Error(`no answer from the server (${error.message})`);
+  }
+  let body = null;
+  try {
+    body = await reply.json();
+  } catch {
+    // not JSON (a proxy's error page, say): said below by status
+  }
+  if (!reply.ok) {
+    const detail = body?.error?.message;
+    throw new Error(`${reply.status}${detail ? ": " + detail : reply.statusText ? " " + reply.statusText : ""}`);
+  }
+  if (body === null) throw new Error(`${reply.status}: the answer is not JSON`);
   return body;
 }
 
+// Called without await (on welcome and on reload notices): every failure ends here, in the panel.
 async function loadLabels() {
-  const sets = await api("/v1/labels");
+  let sets;
+  try {
+    sets = await api("/v1/labels");
+  } catch (error) {
+    notice(`labels not loaded: ${error.message}`, true);
+    for (const box of document.querySelectorAll(".label-set .version")) box.textContent = "not loaded";
+    return;
+  }
   state.labels = sets;
   for (const box of document.querySelectorAll(".label-set")) {
     const set = sets[box.dataset.modality];
@@ -384,3 +469,4 @@ for (const box of document.querySelectorAll(".label-set")) box.querySelector(".s
 legend();
 listDevices();
 connect();
+setInterval(renderCameraStats, 500);

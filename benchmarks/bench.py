@@ -8,7 +8,10 @@
 
 Without model flags it times random-weight models of the real architectures (ViT-B-32, HTSAT CLAP),
 written by ``sensorium dev-models``: timings do not depend on the weights. It prints a table, writes
-JSON and, with matplotlib installed, a PNG plot.
+JSON and, with matplotlib installed, a PNG plot. ``--parts`` picks any subset of the parts.
+
+Models are built through the server's one factory (``server.encoders.build_encoder``) and used only
+through the ``Encoder`` protocol, so the bench times what the server runs.
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ from typing import Any
 import numpy as np
 
 from clients.ledger import percentile
+from server.encoders import Encoder, ModelSpec, build_encoder, resolve_device
 
+LABELS = Path(__file__).resolve().parent.parent / "labels"  # the shipped label files, in a checkout
+PARTS = ("forward", "server", "reload", "similarity")
 BATCHES = (1, 2, 4, 8)
 CLIENTS = (1, 2, 4, 8)
 LABEL_COUNTS = (10, 100, 1000)
@@ -54,7 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio-arch", default="htsat", choices=("htsat", "tiny"))
     parser.add_argument("--no-audio", action="store_true", help="time images only")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--seconds", type=float, default=8.0, help="seconds per client count (default %(default)s)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=8.0,
+        help="seconds per client count; the model-side timings run for at most 1.5 s each, less with a smaller "
+        "value (default %(default)s)",
+    )
     parser.add_argument(
         "--inflight",
         type=int,
@@ -63,13 +75,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "2 is what the webcam client uses, trading latency for throughput)",
     )
     parser.add_argument("--batch-wait-ms", type=float, default=None, help="the server's --batch-wait-ms")
-    parser.add_argument("--parts", default="forward,server,reload,similarity", help="which parts to run (default: all)")
+    parser.add_argument(
+        "--parts",
+        type=parse_parts,
+        default=",".join(PARTS),
+        help="comma-separated parts to run, any of " + ", ".join(PARTS) + " (default: all)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="folder for bench.json and bench.png")
+
+
+def parse_parts(text: str) -> frozenset[str]:
+    parts = frozenset(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(parts - set(PARTS))
+    if unknown or not parts:
+        raise argparse.ArgumentTypeError(f"parts are any of {', '.join(PARTS)} (got {text!r})")
+    return parts
 
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    report: dict[str, Any] = {"machine": machine(), "inflight": args.inflight}
+    report: dict[str, Any] = {"machine": machine(), "inflight": args.inflight, "parts": sorted(args.parts)}
     with tempfile.TemporaryDirectory() as scratch:
         image_model, audio_model = prepare_models(args, Path(scratch))
         report["image"] = bench_modality("image", image_model, args, Path(scratch))
@@ -97,7 +122,7 @@ def machine() -> dict[str, Any]:
 
 
 def prepare_models(args: argparse.Namespace, scratch: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    from .devmodels import write_clap, write_open_clip
+    from server.devmodels import write_clap, write_open_clip
 
     if args.image_model:
         image = {"model": args.image_model, "pretrained": args.image_pretrained}
@@ -113,31 +138,38 @@ def prepare_models(args: argparse.Namespace, scratch: Path) -> tuple[dict[str, A
 
 
 def bench_modality(modality: str, model: dict[str, Any], args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
-    from .encoders import resolve_device
-
     device = resolve_device(args.device)
     if modality == "image":
-        from .clip import ClipEncoder
-
-        encoder: Any = ClipEncoder.load(model["model"], model["pretrained"], device)
-        sample: Any = camera_frame()
+        encoder = build_encoder(ModelSpec("image", model["model"], model.get("pretrained"), device))
     else:
-        from .clap import ClapEncoder
-
-        encoder = ClapEncoder.load(model["model"], device)
-        sample = np.random.default_rng(0).normal(0, 0.1, encoder.sample_rate * 5).astype(np.float32)
-    print(f"{modality}: {encoder.name} on {device}", file=sys.stderr)
-    out: dict[str, Any] = {"model": encoder.name, "device": device}
-    parts = set(args.parts.split(","))
+        encoder = build_encoder(ModelSpec("audio", model["model"], None, device))
+    print(f"{modality}: {encoder.name} on {encoder.device} ({encoder.precision})", file=sys.stderr)
+    out: dict[str, Any] = {"model": encoder.name, "device": encoder.device, "precision": encoder.precision}
+    parts: frozenset[str] = args.parts
+    # Timing windows for the model-side parts: their usual length, or shorter with a short --seconds.
+    window = min(1.5, args.seconds)
     if "forward" in parts:
-        out["forward"] = [time_forward(encoder, sample, batch) for batch in BATCHES]
+        sample = sample_input(encoder)
+        out["forward"] = [time_forward(encoder, sample, batch, window) for batch in BATCHES]
     if "similarity" in parts:
-        out["similarity"] = [time_similarity(n, encoder) for n in SIMILARITY_COUNTS]
+        out["similarity"] = [time_similarity(n, encoder, min(0.5, window)) for n in SIMILARITY_COUNTS]
     if "reload" in parts:
-        out["reload"] = time_reloads(encoder, modality)
+        out["reload"] = time_reloads(encoder)
+        if encoder.modality == "image" and encoder.backend == "torch":
+            prompts = [f"a photo of a {label}." for label in realistic_labels(1000, "stock")]
+            out["reload"].update(time_stock_text(encoder, model, prompts))
     if "server" in parts:
         out["server"] = time_server(modality, model, args, scratch)
     return out
+
+
+def sample_input(encoder: Encoder) -> Any:
+    """A webcam frame, or five seconds of noise at the rate the audio model's features expect."""
+    if encoder.modality == "image":
+        return camera_frame()
+    if encoder.sample_rate is None:
+        raise ValueError(f"audio model {encoder.name} declares no sample rate")
+    return np.random.default_rng(0).normal(0, 0.1, encoder.sample_rate * 5).astype(np.float32)
 
 
 def camera_frame() -> np.ndarray:
@@ -165,10 +197,10 @@ def timed(fn: Any, min_runs: int = 5, min_seconds: float = 1.5) -> list[float]:
     return times
 
 
-def time_forward(encoder: Any, sample: Any, batch: int) -> dict[str, float]:
+def time_forward(encoder: Encoder, sample: Any, batch: int, window: float = 1.5) -> dict[str, float]:
     prepared = encoder.prepare([sample] * batch)
-    prepare_ms = timed(lambda: encoder.prepare([sample] * batch), min_runs=3, min_seconds=0.5)
-    times = timed(lambda: encoder.encode(prepared))
+    prepare_ms = timed(lambda: encoder.prepare([sample] * batch), min_runs=3, min_seconds=min(0.5, window))
+    times = timed(lambda: encoder.encode(prepared), min_seconds=window)
     p50 = percentile(times, 50)
     return {
         "batch": batch,
@@ -179,8 +211,8 @@ def time_forward(encoder: Any, sample: Any, batch: int) -> dict[str, float]:
     }
 
 
-def time_similarity(count: int, encoder: Any) -> dict[str, float]:
-    from .scoring import normalize_rows, similarities, softmax_scores, top_labels
+def time_similarity(count: int, encoder: Encoder, window: float = 0.5) -> dict[str, float]:
+    from server.scoring import normalize_rows, similarities, softmax_scores, top_labels
 
     rng = np.random.default_rng(0)
     dim = encoder.encode_text(["a"]).shape[1]
@@ -193,24 +225,24 @@ def time_similarity(count: int, encoder: Any) -> dict[str, float]:
 
         def once() -> None:
             similarity = similarities(embeddings, matrix)
-            scores = softmax_scores(similarity, 100.0)
+            scores = softmax_scores(similarity, encoder.logit_scale)
             for row in range(size):
                 top_labels(names, scores[row], similarity[row], 5, 0.0)
 
-        return percentile(timed(once, min_runs=20, min_seconds=0.5), 50) / size
+        return percentile(timed(once, min_runs=20, min_seconds=window), 50) / size
 
     return {"labels": count, "p50_ms": round(batch_of(1), 3), "per_frame_at_batch_8_ms": round(batch_of(8), 3)}
 
 
-def time_reloads(encoder: Any, modality: str) -> dict[str, Any]:
-    from .labelsets import EmbeddingCache, LabelSource
+def time_reloads(encoder: Encoder) -> dict[str, Any]:
+    from server.labelsets import EmbeddingCache, LabelSource
 
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "labels.txt"
         for count in LABEL_COUNTS:
             path.write_text("\n".join(realistic_labels(count, salt=str(count))))
-            source = LabelSource(modality, path, encoder, EmbeddingCache(), lambda m: None, 0)  # type: ignore[arg-type]
+            source = LabelSource(encoder.modality, path, encoder, EmbeddingCache(), lambda message: None, 0)
             started = time.perf_counter()
             source.load_now()
             out[f"labels_{count}_s"] = round(time.perf_counter() - started, 3)
@@ -226,8 +258,6 @@ def time_reloads(encoder: Any, modality: str) -> dict[str, Any]:
 
         out["one_label_edit_s"] = round(asyncio.run(reload()), 3)
         source.close()
-    if modality == "image" and hasattr(encoder, "_can_cut_tokens") and encoder._can_cut_tokens():
-        out.update(time_stock_text(encoder, [f"a photo of a {label}." for label in realistic_labels(1000, "stock")]))
     return out
 
 
@@ -248,34 +278,51 @@ def realistic_labels(count: int, salt: str) -> list[str]:
 
 
 def _shipped_labels() -> list[str]:
-    from .runtime import BUNDLED_LABELS
-
-    path = BUNDLED_LABELS / "image.txt"
+    path = LABELS / "image.txt"
     if not path.exists():
         return ["dog", "cat", "car", "person", "tree", "cup", "chair", "phone", "bird", "book"]
     return [line for line in path.read_text().splitlines() if line.strip() and not line.startswith(("#", "@"))]
 
 
-def time_stock_text(encoder: Any, prompts: list[str]) -> dict[str, float]:
-    """open_clip's stock encode_text (every prompt padded to 77 tokens) against the cut one, same prompts."""
+def time_stock_text(encoder: Encoder, model: dict[str, Any], prompts: list[str]) -> dict[str, float]:
+    """The server's encode_text against open_clip's stock one (every prompt padded to 77 tokens), same prompts.
+
+    The stock path runs on a second copy of the model that open_clip loads here with its own public API,
+    from the same name, weights, device and precision as the server's encoder.
+    """
+    import open_clip
     import torch
 
     started = time.perf_counter()
-    fast = encoder.encode_text(prompts)
-    cut_s = time.perf_counter() - started
+    ours = encoder.encode_text(prompts)
+    ours_s = time.perf_counter() - started
+    name, local = model["model"], model["model"].startswith("local-dir:")
+    stock_model, _, _ = open_clip.create_model_and_transforms(
+        name,
+        pretrained=None if local else model.get("pretrained"),
+        device=encoder.device,
+        precision=encoder.precision,
+        require_pretrained=True,
+    )
+    stock_model.eval()
+    tokenizer = open_clip.get_tokenizer(name)
     started = time.perf_counter()
     with torch.inference_mode():
         stock = torch.cat(
             [
-                encoder.model.encode_text(encoder.tokenizer(prompts[i : i + 256]).to(encoder.device), normalize=True)
+                stock_model.encode_text(tokenizer(prompts[i : i + 256]).to(encoder.device), normalize=True)
                 for i in range(0, len(prompts), 256)
             ]
         )
     stock_s = time.perf_counter() - started
+    difference = float(np.abs(ours - stock.float().cpu().numpy()).max())
+    del stock_model
+    if encoder.device.startswith("cuda"):
+        torch.cuda.empty_cache()
     return {
-        "text_1000_cut_s": round(cut_s, 3),
+        "text_1000_cut_s": round(ours_s, 3),
         "text_1000_stock_s": round(stock_s, 3),
-        "text_cut_max_abs_diff": float(np.abs(fast - stock.float().cpu().numpy()).max()),
+        "text_cut_max_abs_diff": difference,
     }
 
 
@@ -398,8 +445,8 @@ def _jpeg(picture: np.ndarray) -> bytes:
 
 
 def check_targets(report: dict[str, Any]) -> dict[str, Any]:
-    image = report["image"]
-    if not all(part in image for part in ("forward", "server", "reload", "similarity")):
+    image = report.get("image", {})
+    if not all(part in image for part in PARTS):
         return {}  # a partial run (--parts) cannot be held to the targets
     forward = {f["batch"]: f for f in image["forward"]}
     server = {s["clients"]: s for s in image["server"]}
@@ -429,7 +476,7 @@ def render_table(report: dict[str, Any]) -> str:
     for modality in ("image", "audio"):
         if modality in report:
             lines += _modality_tables(modality, report[modality], report.get("inflight", 2))
-    if report["targets"]:
+    if report.get("targets"):
         lines += ["", "targets (image)", ""]
         rows = []
         for name, target in report["targets"].items():
@@ -481,6 +528,15 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 
 def plot(report: dict[str, Any], path: Path) -> bool:
+    """Latency and throughput per modality: the server against clients, the model's forward as its limit.
+
+    Works with any subset of parts: server and forward together, either alone (forward alone is drawn
+    against batch size), and nothing to draw (False) when a run has neither.
+    """
+    modalities = [m for m in ("image", "audio") if m in report and ("server" in report[m] or "forward" in report[m])]
+    if not modalities:
+        print("(no forward or server figures in this run: no plot)", file=sys.stderr)
+        return False
     try:
         import matplotlib
 
@@ -489,25 +545,35 @@ def plot(report: dict[str, Any], path: Path) -> bool:
     except ImportError:
         print("(matplotlib is not installed: no plot; pip install matplotlib)", file=sys.stderr)
         return False
-    modalities = [m for m in ("image", "audio") if m in report]
     figure, axes = plt.subplots(len(modalities), 2, figsize=(11, 4 * len(modalities)), squeeze=False)
     for row, modality in enumerate(modalities):
         part = report[modality]
-        clients = [s["clients"] for s in part["server"]]
         latency, throughput = axes[row]
-        for key, style in (("p50_ms", "o-"), ("p95_ms", "s--"), ("p99_ms", "^:")):
-            latency.plot(clients, [s[key] for s in part["server"]], style, label=key.removesuffix("_ms"))
-        latency.axhline(part["forward"][0]["p50_ms"], color="gray", linestyle="-.", label="model forward, batch 1")
-        latency.set(title=f"{modality}: latency", xlabel="clients", ylabel="ms", xticks=clients)
+        forward = part.get("forward")
+        server = part.get("server")
+        if server:
+            clients = [s["clients"] for s in server]
+            for key, style in (("p50_ms", "o-"), ("p95_ms", "s--"), ("p99_ms", "^:")):
+                latency.plot(clients, [s[key] for s in server], style, label=key.removesuffix("_ms"))
+            throughput.plot(clients, [s["results_per_s"] for s in server], "o-", label="server results/s")
+            x, xlabel = clients, "clients"
+            if forward:
+                latency.axhline(forward[0]["p50_ms"], color="gray", linestyle="-.", label="model forward, batch 1")
+                best = max(f["items_per_s"] for f in forward)
+                throughput.axhline(best, color="gray", linestyle="-.", label="model limit (best batched forward)")
+        else:
+            x, xlabel = [f["batch"] for f in forward], "batch"
+            latency.plot(x, [f["p50_ms"] for f in forward], "o-", label="model forward p50")
+            throughput.plot(x, [f["items_per_s"] for f in forward], "o-", label="model forward items/s")
+        latency.set(title=f"{modality}: latency", xlabel=xlabel, ylabel="ms", xticks=x)
         latency.legend()
-        throughput.plot(clients, [s["results_per_s"] for s in part["server"]], "o-", label="server results/s")
-        best = max(f["items_per_s"] for f in part["forward"])
-        throughput.axhline(best, color="gray", linestyle="-.", label="model limit (best batched forward)")
-        throughput.set(title=f"{modality}: throughput", xlabel="clients", ylabel="results/s", xticks=clients)
+        rate = "results/s" if server else "items/s"
+        throughput.set(title=f"{modality}: throughput", xlabel=xlabel, ylabel=rate, xticks=x)
         throughput.set_ylim(bottom=0)
         throughput.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=110)
+    plt.close(figure)
     return True
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks and load tests: ``sensorium bench`` (bench.py) and the soak test (soak.py)."""
