@@ -112,12 +112,19 @@ def run(args: argparse.Namespace) -> int:
 def machine() -> dict[str, Any]:
     import torch
 
+    from server.cpu import cpu_info
+    from server.encoders import resolve_precision
+
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "cpu_cores": os.cpu_count(),
+        "cpu": cpu_info()["model"],
+        "cpu_flags": cpu_info()["flags"],
+        "cpu_cores": cpu_info()["cores"],
         "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cuda": cuda,
+        "auto_precision": resolve_precision("auto", "cuda" if cuda else "cpu"),
     }
 
 
@@ -472,7 +479,13 @@ def check_targets(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_table(report: dict[str, Any]) -> str:
-    lines = [f"machine: {report['machine']}"]
+    m = report["machine"]
+    lines = [
+        f"cpu: {m.get('cpu')}, flags {', '.join(m.get('cpu_flags') or ['none of interest'])}, "
+        f"{m.get('cpu_cores')} cores, torch threads {m.get('torch_threads')}"
+        + (f"; cuda: {m['cuda']}" if m.get("cuda") else ""),
+        f"auto chose: precision {m.get('auto_precision')}; python {m.get('python')}, torch {m.get('torch')}",
+    ]
     for modality in ("image", "audio"):
         if modality in report:
             lines += _modality_tables(modality, report[modality], report.get("inflight", 2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,8 +64,11 @@ class WindowBuffer:
     resampled chunk by chunk matches one resampled whole, and ``flush`` drains it at the stream's end.
     """
 
-    def __init__(self, rate: int, window_s: float, hop_s: float) -> None:
+    def __init__(
+        self, rate: int, window_s: float, hop_s: float, tap: Callable[[np.ndarray], None] | None = None
+    ) -> None:
         self.rate = rate
+        self.tap = tap  # sees every sample appended, in order: a streaming front end computes as audio arrives
         self.window_samples = round(window_s * rate)
         self.hop_s = hop_s
         self._buffer = np.zeros(0, dtype=np.float32)
@@ -93,6 +97,8 @@ class WindowBuffer:
         return Window(samples=self._buffer.copy(), rate=self.rate, seq=seq, ts=ts, skipped=0)
 
     def _append(self, resampled: np.ndarray) -> None:
+        if self.tap is not None and len(resampled):
+            self.tap(resampled)
         self._buffer = np.concatenate([self._buffer, resampled])[-self.window_samples :]
 
     def _resample(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:

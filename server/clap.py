@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import hub
+from . import hub, melspec
 from .encoders import ModelSpec
 from .hub import ModelUnavailable, cache_location, hub_is_offline
 from .identity import model_identity, torch_fingerprint
@@ -25,7 +25,7 @@ def load(spec: ModelSpec) -> ClapEncoder:
     """The factory's entry point (server.encoders.build_encoder) for transformers CLAP on torch."""
     if needs_hub(spec.model):
         hub.go_offline_unless_hub_reachable()
-    return ClapEncoder.load(spec.model, spec.device)
+    return ClapEncoder.load(spec.model, spec.device, spec.precision)
 
 
 def missing(spec: ModelSpec) -> str | None:
@@ -71,10 +71,10 @@ class ClapEncoder:
         self.logit_scale = float(model.logit_scale_a.exp().item())
 
     @classmethod
-    def load(cls, model_id: str, device: str) -> ClapEncoder:
+    def load(cls, model_id: str, device: str, precision: str = "fp32") -> ClapEncoder:
         from transformers import ClapModel, ClapProcessor
 
-        dtype = torch.float16 if device == "cuda" else torch.float32
+        dtype = {value: key for key, value in PRECISIONS.items()}[precision]
         try:
             processor = ClapProcessor.from_pretrained(model_id)
             model = ClapModel.from_pretrained(model_id, dtype=dtype)
@@ -84,10 +84,40 @@ class ClapEncoder:
         return cls(model, processor, name=model_id, device=device)
 
     def prepare(self, inputs: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        """Raw windows (1-D samples at sample_rate) and/or precomputed features (mel_stream().features())."""
+        precomputed = [index for index, item in enumerate(inputs) if item.ndim > 1]
+        if precomputed:
+            return self._prepare_precomputed(inputs, precomputed)
         features = self.processor.feature_extractor(
             inputs, sampling_rate=self.sample_rate, truncation=self.truncation, return_tensors="pt"
         )
         return dict(features)
+
+    def _prepare_precomputed(self, inputs: list[np.ndarray], precomputed: list[int]) -> dict[str, torch.Tensor]:
+        # What the extractor returns for the batch: raw windows go through it, precomputed items are stacked in.
+        shape = melspec.feature_shape(self.processor.feature_extractor)
+        if self.truncation == "fusion":
+            raise ValueError("precomputed audio features are for unfused CLAP checkpoints only")
+        for index in precomputed:
+            if inputs[index].shape != shape:
+                raise ValueError(f"precomputed audio features of shape {inputs[index].shape}; expected {shape}")
+        raw = sorted(set(range(len(inputs))) - set(precomputed))
+        features = torch.empty((len(inputs), *shape), dtype=torch.float32)
+        is_longer = torch.zeros((len(inputs), 1), dtype=torch.bool)  # rand_trunc: true only past max length
+        if raw:
+            extracted = self.prepare([inputs[index] for index in raw])
+            features[raw] = extracted["input_features"].to(torch.float32)
+            is_longer[raw] = extracted["is_longer"].to(torch.bool)
+        features[precomputed] = torch.from_numpy(np.stack([inputs[index] for index in precomputed]).astype(np.float32))
+        return {"input_features": features, "is_longer": is_longer}
+
+    def mel_stream(self, max_window_samples: int | None = None) -> melspec.MelStream | None:
+        """A streaming mel front end for one audio stream, whose features() prepare takes in place of its window.
+
+        None where it does not apply, and the raw window must go to prepare: fused checkpoints ("fusion"
+        features), or windows longer than the extractor's max length (it takes a random crop of those).
+        """
+        return melspec.stream_for(self.processor.feature_extractor, self.truncation, max_window_samples)
 
     @torch.inference_mode()
     def encode(self, prepared: dict[str, torch.Tensor]) -> np.ndarray:

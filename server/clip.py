@@ -34,7 +34,7 @@ def load(spec: ModelSpec) -> ClipEncoder:
     """The factory's entry point (server.encoders.build_encoder) for open_clip on torch."""
     if needs_hub(spec.model, spec.pretrained):
         hub.go_offline_unless_hub_reachable()
-    return ClipEncoder.load(spec.model, spec.pretrained, spec.device)
+    return ClipEncoder.load(spec.model, spec.pretrained, spec.device, spec.precision)
 
 
 def missing(spec: ModelSpec) -> str | None:
@@ -100,17 +100,18 @@ class ClipEncoder:
         self.spec = PreprocessSpec.from_open_clip(get_model_preprocess_cfg(model))
 
     @classmethod
-    def load(cls, model_name: str, pretrained: str | None, device: str) -> ClipEncoder:
+    def load(cls, model_name: str, pretrained: str | None, device: str, precision: str = "fp32") -> ClipEncoder:
         import open_clip
 
         local = model_name.startswith("local-dir:")
-        precision = "fp16" if device == "cuda" else "fp32"
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 model_name,
                 pretrained=None if local else pretrained,
                 device=device,
-                precision=precision,
+                # bf16: every weight in bf16 ("pure"); open_clip's plain "bf16" keeps some in fp32, and the
+                # first layer's input would then need a dtype of its own.
+                precision="pure_bf16" if precision == "bf16" else precision,
                 require_pretrained=True,
             )
             tokenizer = open_clip.get_tokenizer(model_name)
@@ -119,6 +120,9 @@ class ClipEncoder:
         model.eval()
         name = model_name if local or not pretrained else f"{model_name}/{os.path.basename(str(pretrained))}"
         return cls(model, preprocess, tokenizer, name=name, device=device, precision=precision)
+
+    def mel_stream(self, max_window_samples: int | None = None) -> None:
+        return None  # images have no streaming front end
 
     @property
     def input_side(self) -> int | None:

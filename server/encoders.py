@@ -43,6 +43,10 @@ class Encoder(Protocol):
     def encode_text(self, prompts: list[str]) -> np.ndarray:
         """Embed prompts: (len(prompts), dim) float32, unit rows."""
 
+    def mel_stream(self, max_window_samples: int | None = None) -> Any:
+        """A per-stream front end (server/melspec.py ``MelStream``) whose ``features`` ``prepare`` takes in place
+        of a raw audio window, computed as audio arrives; None where it does not apply (images too)."""
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -52,13 +56,16 @@ class ModelSpec:
     model: str  # image: an open_clip name, hf-hub:..., local-dir:...; audio: a hub id or a folder
     pretrained: str | None = None  # image: a pretrained tag or weights file for a built-in architecture
     device: str = "cpu"
-    backend: str = "torch"
+    backend: str = "torch"  # resolved: never "auto" here
+    precision: str = "fp32"  # resolved: fp32, bf16 or fp16, never "auto" here
 
 
 # (modality, backend) -> the module whose ``load(spec)`` builds that encoder.
 BACKENDS: dict[tuple[Modality, str], str] = {
     ("image", "torch"): "server.clip",
     ("audio", "torch"): "server.clap",
+    ("image", "openvino"): "server.openvino_backend",
+    ("audio", "openvino"): "server.openvino_backend",
 }
 
 
@@ -94,14 +101,22 @@ def resolve_device(choice: str) -> str:
 def model_specs(settings: Settings) -> list[ModelSpec]:
     """The models the settings ask for."""
     device = resolve_device(settings.device)
+    backend = "torch" if settings.backend == "auto" else settings.backend
+    precision = resolve_precision(settings.precision, device)
     specs = []
     if settings.serves_image:
-        specs.append(ModelSpec("image", settings.image_model, settings.image_pretrained, device))
+        specs.append(ModelSpec("image", settings.image_model, settings.image_pretrained, device, backend, precision))
     if settings.serves_audio:
-        specs.append(ModelSpec("audio", settings.audio_model, None, device))
+        specs.append(ModelSpec("audio", settings.audio_model, None, device, backend, precision))
     return specs
 
 
-def load_encoders(settings: Settings) -> dict[Modality, Encoder]:
-    """Load every model the settings ask for."""
-    return {spec.modality: build_encoder(spec) for spec in model_specs(settings)}
+def resolve_precision(choice: str, device: str) -> str:
+    """``auto``: fp16 on CUDA; on a CPU, bf16 where it has bf16 matrix units that a probe finds faster."""
+    if choice == "auto":
+        from .cpu import cpu_precision
+
+        return "fp16" if device == "cuda" else cpu_precision()
+    if choice == "fp16" and device != "cuda":
+        raise ValueError("--precision fp16 needs --device cuda (CPUs have no fast fp16 matrix units; try bf16)")
+    return choice

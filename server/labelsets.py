@@ -10,7 +10,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import watchfiles
 
 from . import protocol
 from .encoders import Encoder
+from .inference import ModelThread
 from .labels import DEFAULT_TEMPLATES, Label, LabelFileError, ParsedLabels, parse_label_bytes, parse_label_text
 from .metrics import Metrics
 from .protocol import Modality
@@ -170,6 +170,7 @@ class LabelSource:
         debounce_ms: int,
         limits: LabelLimits | None = None,
         metrics: Metrics | None = None,
+        model_thread: ModelThread | None = None,
     ) -> None:
         self.limits = limits or LabelLimits()
         self.metrics = metrics
@@ -182,7 +183,9 @@ class LabelSource:
         self.current: LabelSet | None = None
         self.last_error: str | None = None
         self.history: list[dict[str, float]] = []  # one entry per successful load: the dashboard's scaling chart
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"labels-{modality}")
+        # Text is encoded on the model's own thread (server/inference.py says why).
+        self._owns_thread = model_thread is None
+        self.model_thread = model_thread or ModelThread(f"labels-{modality}")
         self._lock = asyncio.Lock()
 
     def load_now(self) -> LabelSet:
@@ -193,12 +196,11 @@ class LabelSource:
     async def reload(self) -> None:
         """Re-read the file; on success swap the set and tell clients, on failure keep the old set."""
         async with self._lock:
-            loop = asyncio.get_running_loop()
             version = (self.current.version if self.current else 0) + 1
             started = time.perf_counter()
             try:
-                parsed = await loop.run_in_executor(self._executor, self._read_and_parse)
-                label_set = await loop.run_in_executor(self._executor, self._build, parsed, version)
+                parsed = await asyncio.to_thread(self._read_and_parse)
+                label_set = await self.model_thread.run(self._build, parsed, version)
             except LabelFileError as exc:
                 self._count_reload("error", started)
                 self.last_error = str(exc)
@@ -237,13 +239,11 @@ class LabelSource:
     async def adhoc(self, names: list[str]) -> LabelSet:
         """A label set for one request, encoded through the same cache (version 0: not the file's)."""
         parsed = parse_label_text("\n".join(names), DEFAULT_TEMPLATES[self.modality])
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._build, parsed, 0)
+        return await self.model_thread.run(self._build, parsed, 0)
 
     async def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Embeddings of texts as given (no template), through the cache."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._embed_texts, texts)
+        return await self.model_thread.run(self._embed_texts, texts)
 
     def _embed_texts(self, texts: list[str]) -> np.ndarray:
         parsed = ParsedLabels(labels=tuple(Label(text, (text,)) for text in texts), warnings=())
@@ -265,7 +265,8 @@ class LabelSource:
         os.replace(temporary, self.path)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._owns_thread:
+            self.model_thread.close()
 
     def _read_and_parse(self) -> ParsedLabels:
         try:

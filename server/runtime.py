@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .encoders import Encoder, load_encoders
+from .encoders import Encoder, build_encoder, model_specs
 from .errors import CloseCode
 from .hub import ModelUnavailable
-from .inference import LocalEmbedder, warm_up
+from .inference import LocalEmbedder, ModelThread, warm_up
 from .labels import LabelFileError
 from .labelsets import EmbeddingCache, LabelLimits, LabelSet, LabelSource
 from .metrics import Metrics
@@ -44,6 +44,7 @@ class Runtime:
         self.encoders: dict[Modality, Encoder] = {}
         self.label_sources: dict[Modality, LabelSource] = {}
         self.workers: dict[Modality, ModelWorker] = {}
+        self.model_threads: dict[Modality, ModelThread] = {}
         # Per-stream consumers of full score vectors (server/streams.py): each factory may give one per new stream.
         self.consumer_factories: list[Callable[[StreamKey], ScoreConsumer | None]] = []
         self.sessions = Registry(settings.max_connections)
@@ -78,7 +79,7 @@ class Runtime:
             return
         for modality, encoder in self.encoders.items():
             worker = ModelWorker(
-                LocalEmbedder(encoder), self.label_sources[modality], encoder.logit_scale,
+                LocalEmbedder(encoder, self.model_threads[modality]), self.label_sources[modality], encoder.logit_scale,
                 self.settings.max_batch, self.settings.batch_wait_ms,
                 observe_batch=self.metrics.batch_size.labels(modality).observe,
             )  # fmt: skip
@@ -88,13 +89,19 @@ class Runtime:
             self._tasks.append(asyncio.create_task(self.label_sources[modality].watch(self._stop)))
         self.state = "ok"
         self._ready.set()
-        log.info("ready: %s", ", ".join(f"{m} {e.name} on {e.device}" for m, e in self.encoders.items()))
+        log.info(
+            "ready: %s",
+            ", ".join(f"{m} {e.name} on {e.device} ({e.backend}, {e.precision})" for m, e in self.encoders.items()),
+        )
 
     def _load(self) -> None:
         started = time.perf_counter()
-        self.encoders = load_encoders(self.settings)
         paths = {"image": self.settings.image_labels, "audio": self.settings.audio_labels}
-        for modality, encoder in self.encoders.items():
+        for spec in model_specs(self.settings):
+            modality = spec.modality
+            # Everything that calls into a model runs on its one thread (server/inference.py says why).
+            thread = self.model_threads[modality] = ModelThread(modality)
+            encoder = self.encoders[modality] = thread.call(build_encoder, spec)
             if kept := self.cache.load(encoder.identity):
                 log.info("%s: %d prompt embeddings from the label cache", modality, kept)
             path = find_label_file(paths[modality], f"{modality}.txt")
@@ -107,9 +114,10 @@ class Runtime:
                 self.settings.reload_debounce_ms,
                 limits=LabelLimits(self.settings.max_labels, self.settings.max_label_file_bytes),
                 metrics=self.metrics,
+                model_thread=thread,
             )
             try:
-                label_set = source.load_now()
+                label_set = thread.call(source.load_now)
             except LabelFileError as exc:
                 raise StartupError(f"{modality} labels {path}: {exc}") from exc
             self.label_sources[modality] = source
@@ -119,7 +127,7 @@ class Runtime:
             if modality == "audio":
                 # The audio buffers resample to the rate the model's feature extractor expects.
                 self.audio_rate = encoder.sample_rate or self.audio_rate
-            warm_up(encoder, self._warm_up_input(modality))
+            thread.call(warm_up, encoder, self._warm_up_input(modality))
         log.info("models loaded and warmed up in %.1f s", time.perf_counter() - started)
 
     def _warm_up_input(self, modality: Modality) -> Any:
@@ -178,7 +186,9 @@ class Runtime:
     async def _serving(self) -> Serving | None:
         if not await self.wait_ready():
             return None
-        return Serving(self.workers, self.image_side, self.audio_rate, self.welcome)
+        audio = self.encoders.get("audio")
+        mel_stream = audio.mel_stream if audio is not None else None
+        return Serving(self.workers, self.image_side, self.audio_rate, self.welcome, mel_stream)
 
     # --- one-shot requests (the HTTP API) ------------------------------------------
 
@@ -215,8 +225,11 @@ class Runtime:
         out: dict[str, dict[str, Any]] = {}
         for modality, source in self.label_sources.items():
             current = source.current
+            encoder = self.encoders[modality]
             out[modality] = {
-                "model": self.encoders[modality].name,
+                "model": encoder.name,
+                "backend": encoder.backend,
+                "precision": encoder.precision,
                 "labels_version": current.version if current else 0,
                 "label_count": len(current.names) if current else 0,
             }
@@ -257,7 +270,15 @@ class Runtime:
             "error": self.error,
             "server": f"sensorium/{__version__}",
             "device": next(iter(self.encoders.values())).device if self.encoders else None,
-            "models": {modality: encoder.name for modality, encoder in self.encoders.items()},
+            "models": {
+                modality: {
+                    "name": encoder.name,
+                    "device": encoder.device,
+                    "backend": encoder.backend,
+                    "precision": encoder.precision,
+                }
+                for modality, encoder in self.encoders.items()
+            },
             "labels": labels,
             "clients": len(self.sessions),
             "uptime_s": round(time.monotonic() - self.started, 1),

@@ -20,7 +20,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import protocol
-from .audio import WindowBuffer, decode_pcm
+from .audio import Window, WindowBuffer, decode_pcm
 from .errors import CloseCode, ErrorCode, InputError
 from .imaging import decode_image
 from .metrics import Metrics
@@ -48,6 +48,7 @@ class Serving:
     image_side: int | None  # the image model's input side, for reduced-scale JPEG decoding
     audio_rate: int  # the rate audio windows are kept at: the audio model's own
     welcome: Callable[[], dict[str, Any]]
+    mel_stream: Callable[[int], Any] | None = None  # the audio model's streaming front end (server/melspec.py)
 
 
 @dataclass(frozen=True)
@@ -181,19 +182,12 @@ class Session:
             self._submit(worker, state, message.seq, message.ts, image, received)
         elif isinstance(message, AudioChunk):
             worker, state = self._admit_input("audio", message.stream)
-            # A chunk is at most a few hundred kilobytes; decoding and resampling it takes well under a
-            # millisecond, less than handing it to a thread would cost.
-            samples = decode_pcm(
-                message.data,
-                message.sample_rate,
-                message.channels,
-                message.dtype,
-                self.settings.max_audio_chunk_seconds,
-            )
-            window = self._audio_buffer(state).push(samples, message.sample_rate, message.seq, message.ts)
+            # Decoding, resampling and the mel features of the new audio: off the loop and off the model's
+            # thread, one message at a time (the receive loop awaits each), so a stream's state is never shared.
+            window, features, features_ms = await asyncio.to_thread(self._take_audio, state, message)
             if window is not None:
                 self._count_dropped(state, window.skipped)
-                self._submit(worker, state, window.seq, window.ts, window.samples, received, window.seconds)
+                self._submit(worker, state, window.seq, window.ts, features, received, window.seconds, features_ms)
         elif isinstance(message, End):
             self._end_stream(message, received)
         elif isinstance(message, Config):
@@ -219,11 +213,36 @@ class Session:
             state = self.streams[key] = StreamState(key, consumers=self.context.consumers(key))
         return worker, state
 
+    def _take_audio(self, state: StreamState, message: AudioChunk) -> tuple[Window | None, Any, float]:
+        samples = decode_pcm(
+            message.data, message.sample_rate, message.channels, message.dtype, self.settings.max_audio_chunk_seconds
+        )
+        window = self._audio_buffer(state).push(samples, message.sample_rate, message.seq, message.ts)
+        return (window, *self._front_end(state, window, on_grid=True))
+
     def _audio_buffer(self, state: StreamState) -> WindowBuffer:
         if state.audio is None:
             assert self.serving is not None
-            state.audio = WindowBuffer(self.serving.audio_rate, self.settings.audio_window, self.settings.audio_hop)
+            settings = self.settings
+            state.audio = WindowBuffer(self.serving.audio_rate, settings.audio_window, settings.audio_hop)
+            if self.serving.mel_stream is not None:
+                state.mel = self.serving.mel_stream(state.audio.window_samples)
+                state.audio.tap = state.mel.push if state.mel is not None else None
         return state.audio
+
+    def _front_end(self, state: StreamState, window: Window | None, on_grid: bool) -> tuple[Any, float]:
+        """What goes to the model for a window: its mel features where the model has a streaming front end
+        (only the new audio's frames are computed), else the samples; and the time that took."""
+        if window is None or state.mel is None:
+            return (None if window is None else window.samples), 0.0
+        started = time.perf_counter()
+        length, lag = len(window.samples), 0
+        if on_grid:
+            # Ending the window on the front end's frame grid (< 10 ms early) keeps it to the new frames only.
+            lag = state.mel.total % state.mel.config.hop_length
+            length = min(length, state.mel.total - lag)
+        features = state.mel.features(length, lag=lag)
+        return features, round((time.perf_counter() - started) * 1000, 3)
 
     def _submit(
         self,
@@ -234,6 +253,7 @@ class Session:
         payload: Any,
         received: float,
         window_s: float | None = None,
+        preprocess_ms: float = 0.0,
     ) -> None:
         state.pending += 1
         decode_ms = round((time.perf_counter() - received) * 1000, 3)
@@ -248,6 +268,7 @@ class Session:
                 sink=self,
                 window_s=None if window_s is None else round(window_s, 3),
                 options=self.options,
+                preprocess_ms=preprocess_ms,
             )
         )
 
@@ -263,7 +284,8 @@ class Session:
         seq = message.seq if message.seq is not None else -1
         tail = state.audio.flush(seq, time.time()) if state.audio is not None else None
         if tail is not None and worker is not None:
-            self._submit(worker, state, tail.seq, tail.ts, tail.samples, received, tail.seconds)
+            payload, features_ms = self._front_end(state, tail, on_grid=False)
+            self._submit(worker, state, tail.seq, tail.ts, payload, received, tail.seconds, features_ms)
         self._finish_if_ended(state)
 
     def _configure(self, message: Config) -> None:
@@ -305,7 +327,7 @@ class Session:
         timings = {
             "decode_ms": job.decode_ms,
             "queue_ms": outcome.queue_ms,
-            "preprocess_ms": outcome.preprocess_ms,
+            "preprocess_ms": round(job.preprocess_ms + outcome.preprocess_ms, 3),
             "encode_ms": outcome.encode_ms,
             "similarity_ms": outcome.similarity_ms,
             "total_ms": round((time.perf_counter() - job.received) * 1000, 3),

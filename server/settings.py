@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 DeviceChoice = Literal["auto", "cpu", "cuda"]
+BackendChoice = Literal["auto", "torch", "openvino"]
+PrecisionChoice = Literal["auto", "fp32", "bf16", "fp16"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 DEFAULT_IMAGE_MODEL = "ViT-B-32"
@@ -44,6 +46,18 @@ class Settings:
     )
     device: DeviceChoice = flag(
         "models", "auto (CUDA when present, with fp16), cpu or cuda (default %(default)s)", "auto"
+    )
+    backend: BackendChoice = flag(
+        "models",
+        "torch, openvino (CPU; pip install 'sensorium[openvino]'), or auto: the fastest correct one here "
+        "(default %(default)s)",
+        "auto",
+    )
+    precision: PrecisionChoice = flag(
+        "models",
+        "fp32, bf16, fp16, or auto: fp16 on CUDA, bf16 on a CPU with bf16 matrix units where a start-up probe "
+        "finds it faster, else fp32 (default %(default)s)",
+        "auto",
     )
     no_image: bool = flag("models", "serve audio only", False)
     no_audio: bool = flag("models", "serve images only", False)

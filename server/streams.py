@@ -37,6 +37,7 @@ class StreamState:
     pending: int = 0  # inputs of this stream the model worker holds (waiting or being embedded)
     ending: bool = False  # the client sent ``end``; ``ended`` follows once nothing is pending
     audio: WindowBuffer | None = None
+    mel: Any = None  # the audio model's streaming front end for this stream (server/melspec.py), if any
     consumers: list[ScoreConsumer] = field(default_factory=list)
 
 

@@ -384,3 +384,59 @@ def test_stream_consumers_see_the_whole_label_set_not_only_the_top(server):
     assert len(result["top"]) == 1
     assert recorders["porch"].seen == [(1, count)] and count > 1
     assert note == {"type": "note", "stream": "porch", "seq": 1, "labels": count}  # sent after the result
+
+
+def test_every_call_into_a_model_comes_from_its_one_thread(server):
+    """torch gives each calling thread an OpenMP team of its own: a second calling thread slowed the forward."""
+    import threading
+
+    runtime = server.app.state.runtime
+    encoder = runtime.encoders["image"]
+    callers: set[str] = set()
+    for method in ("prepare", "encode", "encode_text"):
+        original = getattr(encoder, method)
+
+        def recorded(*args, _original=original):
+            callers.add(threading.current_thread().name)
+            return _original(*args)
+
+        setattr(encoder, method, recorded)
+
+    async def scenario():
+        ws = await connect(server)
+        await ws.send(frame(1))
+        await receive_until(ws, lambda m: m["type"] == "result")
+        labels = server.settings.image_labels
+        labels.write_text(labels.read_text() + "\nzebra crossing at night\n")
+        await receive_until(ws, lambda m: m["type"] == "labels", timeout=20)
+        await ws.close()
+
+    asyncio.run(scenario())
+    files = {"file": ("a.jpg", jpeg(), "image/jpeg")}
+    assert (
+        httpx.post(f"{server.http}/v1/classify/image", files=files, data={"labels": "a new label"}).status_code == 200
+    )
+    assert httpx.post(f"{server.http}/v1/embed/text", json={"texts": ["some text"]}).status_code == 200
+    assert len(callers) == 1 and next(iter(callers)).startswith("model-image"), callers
+
+
+def test_streamed_audio_features_score_as_the_stock_extractor_would(server):
+    runtime = server.app.state.runtime
+    encoder = runtime.encoders["audio"]
+    labels = runtime.label_sources["audio"].current
+    samples = tone(660, 1.0, 48000) + tone(3000, 1.0, 48000, amplitude=0.1)
+    raw = {"type": "audio", "seq": 0, "ts": 0.0, "sample_rate": 48000, "channels": 1, "dtype": "float32"}
+
+    async def scenario():
+        ws = await connect(server)
+        await ws.send(pack({**raw, "data": samples.astype("<f4").tobytes()}))
+        result = await receive_until(ws, lambda m: m["type"] == "result")
+        await ws.close()
+        return result
+
+    result = asyncio.run(scenario())
+    reference = encoder.encode(encoder.prepare([samples]))[0]  # the stock feature extractor on the same window
+    expected = {name: float(reference @ row) for name, row in zip(labels.names, labels.matrix, strict=True)}
+    assert result["window_s"] == 1.0
+    for entry in result["top"]:
+        assert abs(entry["similarity"] - expected[entry["label"]]) < 1e-4
