@@ -83,6 +83,15 @@ class ClapEncoder:
         model.to(device).eval()  # type: ignore[arg-type]
         return cls(model, processor, name=model_id, device=device)
 
+    def prepare_one(self, window: np.ndarray) -> np.ndarray:
+        """One window's features, as the stock extractor makes them (fused checkpoints: the window as it is)."""
+        if self.truncation == "fusion":
+            return window
+        features = self.processor.feature_extractor(
+            [window], sampling_rate=self.sample_rate, truncation=self.truncation, return_tensors="np"
+        )
+        return np.asarray(features["input_features"][0], dtype=np.float32)
+
     def prepare(self, inputs: list[np.ndarray]) -> dict[str, torch.Tensor]:
         """Raw windows (1-D samples at sample_rate) and/or precomputed features (mel_stream().features())."""
         precomputed = [index for index, item in enumerate(inputs) if item.ndim > 1]

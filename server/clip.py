@@ -128,9 +128,15 @@ class ClipEncoder:
     def input_side(self) -> int | None:
         return min(self.spec.size)
 
+    def prepare_one(self, image: np.ndarray) -> np.ndarray:
+        """An RGB uint8 picture to the model's normalized float32 (3, height, width) input."""
+        return preprocess(image, self.spec)
+
     def prepare(self, inputs: list[np.ndarray]) -> torch.Tensor:
-        """RGB uint8 pictures to a normalized batch, as the model's own open_clip transform would."""
-        return torch.from_numpy(np.stack([preprocess(image, self.spec) for image in inputs]))
+        """RGB uint8 pictures, or ``prepare_one`` results, to a normalized batch, as open_clip's transform would."""
+        return torch.from_numpy(
+            np.stack([item if item.dtype == np.float32 else preprocess(item, self.spec) for item in inputs])
+        )
 
     @torch.inference_mode()
     def encode(self, prepared: torch.Tensor) -> np.ndarray:

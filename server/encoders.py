@@ -34,8 +34,12 @@ class Encoder(Protocol):
     input_side: int | None  # images: the model's input side, for reduced-scale JPEG decoding; audio: None
     sample_rate: int | None  # audio: the rate the model's features expect; images: None
 
+    def prepare_one(self, item: Any) -> Any:
+        """Preprocess one decoded input, on any thread, as it arrives; ``prepare`` takes the result in its
+        place, so the model's own thread only stacks and encodes (the next inputs are preprocessed meanwhile)."""
+
     def prepare(self, inputs: list[Any]) -> Any:
-        """Preprocess a batch of decoded inputs (CPU work, timed as preprocess)."""
+        """A batch of decoded inputs, or of ``prepare_one`` results, to the model's input (timed as preprocess)."""
 
     def encode(self, prepared: Any) -> np.ndarray:
         """Embed a prepared batch: (batch, dim) float32, unit rows."""

@@ -1,79 +1,159 @@
-"""The OpenAPI description of the HTTP API, served at /openapi.json."""
+"""The OpenAPI description of the HTTP API, served at /openapi.json.
+
+Written from the declarations the handlers parse requests with (server/http_params.py) and from the error
+table (server/errors.py), for one server's settings: ``top_k`` ends at its ``--max-top-k``, and with a
+token every operation needs it and may answer 401.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from . import __version__
+from .errors import ERRORS, ErrorCode, http_status
+from .http_params import API_ERRORS, AUDIO_MEDIA_TYPES, IMAGE_MEDIA_TYPES, Operation, Param
+from .settings import Settings
 
-_BINARY = {"schema": {"type": "string", "format": "binary"}}
-_OPTIONS = {
-    "labels": {"type": "array", "items": {"type": "string"}},
-    "top_k": {"type": "integer"},
-    "min_score": {"type": "number"},
+_BINARY = {"type": "string", "format": "binary"}
+_UPLOADS = {
+    "image": (
+        IMAGE_MEDIA_TYPES,
+        "A JPEG, PNG or WebP image as the raw body, or a multipart/form-data `file` part. Options go in the "
+        "query string; a multipart request may send them as form fields instead.",
+    ),
+    "audio": (
+        AUDIO_MEDIA_TYPES,
+        "A sound file (WAV, FLAC, OGG) as the raw body or a multipart `file` part; or raw interleaved "
+        "little-endian PCM as `application/octet-stream` with `sample_rate` (and `channels`, `dtype`). Options go "
+        "in the query string; a multipart request may send them as form fields instead.",
+    ),
 }
 
 
-def _upload_body(description: str, media_types: tuple[str, ...], fields: dict[str, Any]) -> dict[str, Any]:
-    """A file as the raw body in one of ``media_types``, or as the ``file`` part of a multipart form."""
-    form = {"type": "object", "required": ["file"], "properties": {"file": _BINARY["schema"], **fields}}
+def openapi_schema(settings: Settings, operations: tuple[Operation, ...]) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, settings)
+    schema: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Sensorium",
+            "version": __version__,
+            "description": "One-shot zero-shot classification, matching and embeddings. Streaming is on the "
+            '/ws WebSocket (docs/protocol.md). Errors are `{"error": {"code", "message"}}`; every 503 '
+            "comes with `Retry-After`.",
+        },
+        "paths": paths,
+        "components": {"schemas": _COMPONENTS},
+    }
+    if settings.token is not None:
+        schema["components"]["securitySchemes"] = {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "the server's --token (`?token=` works too)",
+            }
+        }
+        schema["security"] = [{"bearer": []}]
+    return schema
+
+
+def _operation(op: Operation, settings: Settings) -> dict[str, Any]:
+    out: dict[str, Any] = {"operationId": op.name, "summary": op.summary}
+    if op.params:
+        out["parameters"] = [_parameter(p) for p in op.params]
+    if op.body is not None:
+        out["requestBody"] = _request_body(op)
+    codes = [*op.errors, *API_ERRORS]
+    if settings.token is not None:
+        codes.append(ErrorCode.UNAUTHORIZED)
+    out["responses"] = {"200": _ok(op), **_error_responses(codes)}
+    return out
+
+
+def _parameter(param: Param) -> dict[str, Any]:
+    out = {
+        "name": param.name,
+        "in": param.location,
+        "required": param.required,
+        "description": param.description,
+        "schema": param.schema(),
+    }
+    if param.type == "array":
+        out.update(style="form", explode=True)
+    return out
+
+
+def _request_body(op: Operation) -> dict[str, Any]:
+    if op.body == "json":
+        properties = {p.name: {**p.schema(), "description": p.description} for p in op.body_params}
+        required = [p.name for p in op.body_params if p.required]
+        body_schema = {"type": "object", "required": required, "properties": properties}
+        return {"required": True, "content": {"application/json": {"schema": body_schema}}}
+    if op.body == "text":
+        return {"required": True, "content": {"text/plain": {"schema": {"type": "string"}}}}
+    assert op.body in _UPLOADS, op.body
+    media_types, description = _UPLOADS[op.body]
+    # The options are documented as query parameters only, though a multipart request may send them as form
+    # fields instead (the server reads both): a schema cannot say "required in the query or in the form", and
+    # on the wire a form field is text, so a typed form schema would promise distinctions no server can see
+    # (the number 5 from the text "5", one repeated field from a single one).
+    form = {"type": "object", "required": ["file"], "properties": {"file": _BINARY}}
+    # Raw PCM is a raw body of its own type; a `file` part is a file (the server takes PCM there too).
+    file_types = [media for media in media_types if media != "application/octet-stream"]
     return {
         "description": description,
         "required": True,
-        "content": {**{media: _BINARY for media in media_types}, "multipart/form-data": {"schema": form}},
+        "content": {
+            **{media: {"schema": _BINARY} for media in media_types},
+            "multipart/form-data": {"schema": form, "encoding": {"file": {"contentType": ", ".join(file_types)}}},
+        },
     }
 
 
-_IMAGE_BODY = _upload_body(
-    "A JPEG, PNG or WebP image as the raw body, or multipart/form-data with a `file` part and the options as fields.",
-    ("image/jpeg", "image/png", "image/webp"),
-    {**_OPTIONS, "texts": {"type": "array", "items": {"type": "string"}}, "threshold": {"type": "number"}},
-)
-_AUDIO_BODY = _upload_body(
-    "A sound file (WAV, FLAC, OGG) as the raw body or a multipart `file` part; or raw interleaved "
-    "little-endian PCM (application/octet-stream) with `sample_rate`, `channels`, `dtype`.",
-    ("audio/wav", "audio/flac", "audio/ogg", "application/octet-stream"),
-    {
-        **_OPTIONS,
-        "sample_rate": {"type": "integer"},
-        "channels": {"type": "integer"},
-        "dtype": {"type": "string", "enum": ["int16", "float32"]},
-    },
-)
+def _ok(op: Operation) -> dict[str, Any]:
+    body = {"schema": {"$ref": f"#/components/schemas/{op.response}"}}
+    # With `Accept: application/msgpack` the same map comes as msgpack (float32 numbers).
+    return {"description": op.response_description, "content": {"application/json": body, "application/msgpack": body}}
 
 
-def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+def _error_responses(codes: list[str]) -> dict[str, Any]:
+    by_status: dict[int, list[str]] = {}
+    for code in dict.fromkeys(codes):
+        by_status.setdefault(http_status(code), []).append(code)
+    out: dict[str, Any] = {}
+    for status, status_codes in sorted(by_status.items()):
+        response: dict[str, Any] = {
+            "description": "; ".join(f"`{code}`: {ERRORS[code].when}" for code in status_codes),
+            "content": {"application/json": {"schema": _error_schema(status_codes)}},
+        }
+        if status == 400:
+            # uvicorn itself answers a request it cannot parse (a URL over 64 KiB, say) before the API sees it.
+            response["description"] += "; or, as text/plain, a request the HTTP server refuses to parse"
+            response["content"]["text/plain"] = {"schema": {"type": "string"}}
+        if status == 503:
+            response["headers"] = {
+                "Retry-After": {
+                    "description": "seconds to wait before trying again",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 0},
+                }
+            }
+        out[str(status)] = response
+    return out
 
 
-_LABELS = _query(
-    "labels",
-    {"type": "array", "items": {"type": "string"}},
-    "classify against these labels (repeat the parameter) instead of the label file's; "
-    "`name = prompt | prompt` works as in label files",
-)
-_TOP_K = _query("top_k", {"type": "integer", "minimum": 1, "default": 5}, "labels to return")
-_MIN_SCORE = _query("min_score", {"type": "number", "minimum": 0, "maximum": 1, "default": 0}, "drop labels under")
-_PCM = [
-    _query("sample_rate", {"type": "integer"}, "raw PCM only: samples per second (its presence means raw PCM)"),
-    _query("channels", {"type": "integer", "default": 1}, "raw PCM only: interleaved channels"),
-    _query("dtype", {"type": "string", "enum": ["int16", "float32"], "default": "int16"}, "raw PCM only"),
-]
-
-
-def _json(ref: str) -> dict[str, Any]:
-    return {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
-
-
-def _responses(ok: str, description: str) -> dict[str, Any]:
-    error = {"description": "", **_json("Error")}
+def _error_schema(codes: list[str]) -> dict[str, Any]:
     return {
-        "200": {"description": description, **_json(ok)},
-        "400": {**error, "description": "bad input (the code says what)"},
-        "404": {**error, "description": "the modality is not served"},
-        "413": {**error, "description": "too large"},
-        "415": {**error, "description": "unsupported media type"},
-        "503": {**error, "description": "the models are still loading"},
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {"code": {"type": "string", "enum": codes}, "message": {"type": "string"}},
+            }
+        },
     }
 
 
@@ -81,6 +161,7 @@ _TOP = {
     "type": "array",
     "items": {
         "type": "object",
+        "required": ["label", "score", "similarity"],
         "properties": {"label": {"type": "string"}, "score": {"type": "number"}, "similarity": {"type": "number"}},
     },
 }
@@ -97,164 +178,55 @@ _CLASSIFICATION = {
     "timings": _TIMINGS,
     "labels_version": {"type": "integer", "description": "absent with ad-hoc labels"},
 }
-_EMBEDDINGS = {
-    "type": "object",
-    "description": "With `Accept: application/msgpack` the same map comes as msgpack (float32 numbers).",
-    "properties": {
-        "model": {"type": "string"},
-        "dim": {"type": "integer"},
-        "embeddings": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
-        "windows": {"type": "integer", "description": "audio only: windows averaged"},
+_COMPONENTS: dict[str, Any] = {
+    "Classification": {"type": "object", "required": ["model", "top", "timings"], "properties": _CLASSIFICATION},
+    "AudioClassification": {
+        "type": "object",
+        "required": ["model", "top", "timings", "duration_s", "windows"],
+        "properties": {
+            **_CLASSIFICATION,
+            "duration_s": {"type": "number"},
+            "windows": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"start_s": {"type": "number"}, "end_s": {"type": "number"}, "top": _TOP},
+                },
+            },
+        },
+    },
+    "Match": {
+        "type": "object",
+        "required": ["model", "threshold", "results"],
+        "properties": {
+            "model": {"type": "string"},
+            "threshold": {"type": "number"},
+            "results": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "text": {"type": "string"},
+                        "similarity": {"type": "number"},
+                        "verdict": {"type": "string", "enum": ["match", "mismatch"]},
+                    },
+                },
+            },
+        },
+    },
+    "Embeddings": {
+        "type": "object",
+        "required": ["model", "dim", "embeddings"],
+        "properties": {
+            "model": {"type": "string"},
+            "dim": {"type": "integer"},
+            "embeddings": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+            "windows": {"type": "integer", "description": "audio only: windows averaged"},
+        },
+    },
+    "Labels": {"type": "object", "additionalProperties": {"type": "object"}},
+    "Saved": {
+        "type": "object",
+        "properties": {"saved": {"type": "string"}, "reload": {"type": "string"}},
     },
 }
-
-
-def openapi_schema() -> dict[str, Any]:
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "Sensorium",
-            "version": __version__,
-            "description": "One-shot zero-shot classification, matching and embeddings. Streaming is on the "
-            "/ws WebSocket (docs/protocol.md).",
-        },
-        "paths": {
-            "/v1/classify/image": {
-                "post": {
-                    "summary": "Classify one image",
-                    "parameters": [_LABELS, _TOP_K, _MIN_SCORE],
-                    "requestBody": _IMAGE_BODY,
-                    "responses": _responses("Classification", "the top labels"),
-                }
-            },
-            "/v1/classify/audio": {
-                "post": {
-                    "summary": "Classify a whole sound clip (long clips window by window, plus overall)",
-                    "parameters": [_LABELS, _TOP_K, _MIN_SCORE, *_PCM],
-                    "requestBody": _AUDIO_BODY,
-                    "responses": _responses("AudioClassification", "overall and per-window top labels"),
-                }
-            },
-            "/v1/match": {
-                "post": {
-                    "summary": "Check texts against an image: cosine similarity and a verdict",
-                    "parameters": [
-                        _query("texts", {"type": "array", "items": {"type": "string"}}, "texts to check (repeat)"),
-                        _query("threshold", {"type": "number", "default": 0.25}, "cosine at or above which it matches"),
-                    ],
-                    "requestBody": _IMAGE_BODY,
-                    "responses": _responses("Match", "one verdict per text"),
-                }
-            },
-            "/v1/embed/image": {
-                "post": {
-                    "summary": "Normalized image embedding",
-                    "requestBody": _IMAGE_BODY,
-                    "responses": _responses("Embeddings", "one embedding"),
-                }
-            },
-            "/v1/embed/audio": {
-                "post": {
-                    "summary": "Normalized audio embedding (mean of the clip's windows)",
-                    "parameters": _PCM,
-                    "requestBody": _AUDIO_BODY,
-                    "responses": _responses("Embeddings", "one embedding"),
-                }
-            },
-            "/v1/embed/text": {
-                "post": {
-                    "summary": "Normalized text embeddings for CLIP (image) or CLAP (audio)",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["texts"],
-                                    "properties": {
-                                        "texts": {"type": "array", "items": {"type": "string"}},
-                                        "modality": {"type": "string", "enum": ["image", "audio"], "default": "image"},
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    "responses": _responses("Embeddings", "one embedding per text"),
-                }
-            },
-            "/v1/labels": {
-                "get": {
-                    "summary": "The current label sets, with versions, prompts, the files' text and reload history",
-                    "responses": {"200": {"description": "per modality", **_json("Labels")}},
-                }
-            },
-            "/v1/labels/{modality}": {
-                "put": {
-                    "summary": "Replace a label file (only with --allow-label-edits); hot reload applies it",
-                    "parameters": [
-                        {
-                            "name": "modality",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string", "enum": ["image", "audio"]},
-                        },
-                    ],
-                    "requestBody": {"required": True, "content": {"text/plain": {"schema": {"type": "string"}}}},
-                    "responses": {
-                        "200": {"description": "written; the reload follows"},
-                        "400": {"description": "not a valid label file", **_json("Error")},
-                        "403": {"description": "label editing is off", **_json("Error")},
-                        "413": {"description": "over --max-label-file-bytes", **_json("Error")},
-                    },
-                }
-            },
-        },
-        "components": {
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "properties": {
-                        "error": {
-                            "type": "object",
-                            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-                        }
-                    },
-                },
-                "Classification": {"type": "object", "properties": _CLASSIFICATION},
-                "AudioClassification": {
-                    "type": "object",
-                    "properties": {
-                        **_CLASSIFICATION,
-                        "duration_s": {"type": "number"},
-                        "windows": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {"start_s": {"type": "number"}, "end_s": {"type": "number"}, "top": _TOP},
-                            },
-                        },
-                    },
-                },
-                "Match": {
-                    "type": "object",
-                    "properties": {
-                        "model": {"type": "string"},
-                        "threshold": {"type": "number"},
-                        "results": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {
-                                    "text": {"type": "string"},
-                                    "similarity": {"type": "number"},
-                                    "verdict": {"type": "string", "enum": ["match", "mismatch"]},
-                                },
-                            },
-                        },
-                    },
-                },
-                "Embeddings": _EMBEDDINGS,
-                "Labels": {"type": "object", "additionalProperties": {"type": "object"}},
-            }
-        },
-    }

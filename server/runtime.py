@@ -188,7 +188,8 @@ class Runtime:
             return None
         audio = self.encoders.get("audio")
         mel_stream = audio.mel_stream if audio is not None else None
-        return Serving(self.workers, self.image_side, self.audio_rate, self.welcome, mel_stream)
+        prepare_one = {modality: encoder.prepare_one for modality, encoder in self.encoders.items()}
+        return Serving(self.workers, self.image_side, self.audio_rate, self.welcome, prepare_one, mel_stream)
 
     # --- one-shot requests (the HTTP API) ------------------------------------------
 

@@ -48,6 +48,7 @@ class Serving:
     image_side: int | None  # the image model's input side, for reduced-scale JPEG decoding
     audio_rate: int  # the rate audio windows are kept at: the audio model's own
     welcome: Callable[[], dict[str, Any]]
+    prepare_one: Mapping[Modality, Callable[[Any], Any]] = field(default_factory=dict)  # per input, any thread
     mel_stream: Callable[[int], Any] | None = None  # the audio model's streaming front end (server/melspec.py)
 
 
@@ -168,18 +169,11 @@ class Session:
         assert self.serving is not None
         if isinstance(message, Frame):
             worker, state = self._admit_input("image", message.stream)
-            # Decoding a large JPEG takes milliseconds: off the loop, so pings and other clients go on.
-            image = await asyncio.to_thread(
-                decode_image,
-                message.data,
-                message.format,
-                self.settings.max_image_pixels,
-                self.serving.image_side,
-                width=message.width,
-                height=message.height,
-                pixel_format=message.pixel_format,
-            )
-            self._submit(worker, state, message.seq, message.ts, image, received)
+            # Decoding a large JPEG and preprocessing it take milliseconds: off the loop, so pings and other
+            # clients go on, and off the model's thread, which meanwhile encodes the inputs before this one.
+            image, decoded, prepared = await asyncio.to_thread(self._take_frame, message)
+            preprocess_ms = round((prepared - decoded) * 1000, 3)
+            self._submit(worker, state, message.seq, message.ts, image, received, None, preprocess_ms, decoded)
         elif isinstance(message, AudioChunk):
             worker, state = self._admit_input("audio", message.stream)
             # Decoding, resampling and the mel features of the new audio: off the loop and off the model's
@@ -213,6 +207,22 @@ class Session:
             state = self.streams[key] = StreamState(key, consumers=self.context.consumers(key))
         return worker, state
 
+    def _take_frame(self, message: Frame) -> tuple[Any, float, float]:
+        """The frame decoded and preprocessed; and when each was done (perf_counter)."""
+        assert self.serving is not None
+        image = decode_image(
+            message.data,
+            message.format,
+            self.settings.max_image_pixels,
+            self.serving.image_side,
+            width=message.width,
+            height=message.height,
+            pixel_format=message.pixel_format,
+        )
+        decoded = time.perf_counter()
+        prepare = self.serving.prepare_one.get("image")
+        return (image if prepare is None else prepare(image)), decoded, time.perf_counter()
+
     def _take_audio(self, state: StreamState, message: AudioChunk) -> tuple[Window | None, Any, float]:
         samples = decode_pcm(
             message.data, message.sample_rate, message.channels, message.dtype, self.settings.max_audio_chunk_seconds
@@ -233,9 +243,14 @@ class Session:
     def _front_end(self, state: StreamState, window: Window | None, on_grid: bool) -> tuple[Any, float]:
         """What goes to the model for a window: its mel features where the model has a streaming front end
         (only the new audio's frames are computed), else the samples; and the time that took."""
-        if window is None or state.mel is None:
-            return (None if window is None else window.samples), 0.0
+        if window is None:
+            return None, 0.0
         started = time.perf_counter()
+        if state.mel is None:
+            assert self.serving is not None
+            prepare = self.serving.prepare_one.get("audio")
+            payload = window.samples if prepare is None else prepare(window.samples)
+            return payload, round((time.perf_counter() - started) * 1000, 3)
         length, lag = len(window.samples), 0
         if on_grid:
             # Ending the window on the front end's frame grid (< 10 ms early) keeps it to the new frames only.
@@ -254,9 +269,11 @@ class Session:
         received: float,
         window_s: float | None = None,
         preprocess_ms: float = 0.0,
+        decoded: float | None = None,
     ) -> None:
+        """Queue an input for its model; ``decoded`` is when decoding ended, if not now."""
         state.pending += 1
-        decode_ms = round((time.perf_counter() - received) * 1000, 3)
+        decode_ms = round(((decoded or time.perf_counter()) - received) * 1000, 3)
         worker.submit(
             Job(
                 stream=state.key,
