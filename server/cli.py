@@ -158,6 +158,10 @@ def serve(settings: Settings) -> int:
     if found:
         print("sensorium: cannot start:\n" + "\n".join(f"  - {problem}" for problem in found), file=sys.stderr)
         return 2
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    log.info(
+        "listening on http://%s:%d (dashboard at /, stream to ws://%s:%d/ws)", host, settings.port, host, settings.port
+    )
     if settings.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: other machines can connect", settings.host)
     exit_code = 0

@@ -11,6 +11,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from typing import Any
 
 FLAGS_OF_INTEREST = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx512_vnni", "avx_vnni", "avx2")
 BF16_UNITS = ("amx_bf16", "avx512_bf16")
@@ -18,7 +19,7 @@ BF16_MIN_SPEEDUP = 1.3  # bf16 must beat fp32 by this much in the probe to be ch
 
 
 @functools.cache
-def cpu_info() -> dict[str, object]:
+def cpu_info() -> dict[str, Any]:
     """The CPU model, the flags that decide speed paths, and the cores this process may use."""
     model, flags = platform.processor() or platform.machine(), set()
     try:
@@ -37,9 +38,7 @@ def cpu_info() -> dict[str, object]:
 
 
 def has_bf16_units() -> bool:
-    flags = cpu_info()["flags"]
-    assert isinstance(flags, list)
-    return any(flag in flags for flag in BF16_UNITS)
+    return any(flag in cpu_info()["flags"] for flag in BF16_UNITS)
 
 
 @functools.cache

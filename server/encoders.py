@@ -104,8 +104,9 @@ def resolve_device(choice: str) -> str:
 
 def model_specs(settings: Settings) -> list[ModelSpec]:
     """The models the settings ask for."""
-    device = resolve_device(settings.device)
     backend = "torch" if settings.backend == "auto" else settings.backend
+    # OpenVINO runs on the CPU: "auto" means the CPU there, even on a machine with a GPU.
+    device = "cpu" if backend == "openvino" and settings.device == "auto" else resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
     specs = []
     if settings.serves_image:

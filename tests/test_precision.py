@@ -63,7 +63,7 @@ def test_audio_and_text_embeddings_hold_to_fp32(audio_model, precision):
 def test_auto_precision_follows_the_machine():
     assert resolve_precision("auto", "cuda") == "fp16"
     assert resolve_precision("auto", "cpu") in ("fp32", "bf16")
-    if not {"amx_bf16", "avx512_bf16"} & set(cpu_info()["flags"]):  # type: ignore[arg-type]
+    if not {"amx_bf16", "avx512_bf16"} & set(cpu_info()["flags"]):
         assert resolve_precision("auto", "cpu") == "fp32"  # emulated bf16 is never chosen
     with pytest.raises(ValueError, match="fp16 needs --device cuda"):
         resolve_precision("fp16", "cpu")
