@@ -9,7 +9,7 @@ an optional backend's packages are needed only by those who use it.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -104,16 +104,25 @@ def resolve_device(choice: str) -> str:
 
 def model_specs(settings: Settings) -> list[ModelSpec]:
     """The models the settings ask for."""
-    backend = "torch" if settings.backend == "auto" else settings.backend
     # OpenVINO runs on the CPU: "auto" means the CPU there, even on a machine with a GPU.
-    device = "cpu" if backend == "openvino" and settings.device == "auto" else resolve_device(settings.device)
+    device = "cpu" if settings.backend == "openvino" and settings.device == "auto" else resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
     specs = []
     if settings.serves_image:
-        specs.append(ModelSpec("image", settings.image_model, settings.image_pretrained, device, backend, precision))
+        specs.append(ModelSpec("image", settings.image_model, settings.image_pretrained, device, "torch", precision))
     if settings.serves_audio:
-        specs.append(ModelSpec("audio", settings.audio_model, None, device, backend, precision))
-    return specs
+        specs.append(ModelSpec("audio", settings.audio_model, None, device, "torch", precision))
+    return [replace(spec, backend=choose_backend(settings.backend, spec)) for spec in specs]
+
+
+def choose_backend(choice: str, spec: ModelSpec) -> str:
+    """``auto``: OpenVINO for a CPU where it is installed and takes the model (measured faster than torch on
+    every CPU of this project: docs/performance.md), else torch."""
+    if choice != "auto":
+        return choice
+    if spec.device == "cpu" and missing_model(replace(spec, backend="openvino")) is None:
+        return "openvino"
+    return "torch"
 
 
 def resolve_precision(choice: str, device: str) -> str:

@@ -6,10 +6,13 @@ Helpers that tests import live in tests/helpers.py; this file holds only fixture
 from __future__ import annotations
 
 import os
+import tempfile
 
 # Before anything imports huggingface_hub: tests never touch the network.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# OpenVINO conversions of the test models go to a folder of this run, not the user's cache.
+os.environ["SENSORIUM_OV_CACHE"] = tempfile.mkdtemp(prefix="sensorium-ov-")
 
 import shutil
 from collections.abc import Iterator
@@ -60,6 +63,7 @@ def settings(image_model: str, audio_model: str, label_dir: Path) -> Settings:
         audio_labels=label_dir / "audio.txt",
         reload_debounce_ms=100,
         label_cache=str(label_dir.parent / "label-cache"),
+        backend="torch",  # the backends are compared in test_openvino.py; "auto" is run by the CLI tests
     )
 
 

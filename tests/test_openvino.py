@@ -245,3 +245,12 @@ def test_a_live_server_on_openvino(settings: Settings, ov_cache: Path) -> None:
 
         image_result, audio_result = asyncio.run(stream())
         assert image_result["top"] and audio_result["top"]
+
+
+def test_auto_chooses_openvino_on_a_cpu_and_torch_elsewhere(image_model, audio_model):
+    from server.encoders import ModelSpec, choose_backend
+
+    assert choose_backend("auto", ModelSpec("image", image_model, device="cpu")) == "openvino"
+    assert choose_backend("auto", ModelSpec("audio", audio_model, device="cpu")) == "openvino"
+    assert choose_backend("auto", ModelSpec("image", image_model, device="cuda")) == "torch"
+    assert choose_backend("torch", ModelSpec("image", image_model, device="cpu")) == "torch"
