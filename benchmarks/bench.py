@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from clients.ledger import percentile
-from server.encoders import Encoder, ModelSpec, build_encoder, resolve_device
+from server.encoders import Encoder, build_encoder, model_specs
+from server.settings import Settings
 
 LABELS = Path(__file__).resolve().parent.parent / "labels"  # the shipped label files, in a checkout
 PARTS = ("forward", "server", "reload", "similarity")
@@ -60,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio-arch", default="htsat", choices=("htsat", "tiny"))
     parser.add_argument("--no-audio", action="store_true", help="time images only")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "openvino"), help="as for serve")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="as for serve")
     parser.add_argument(
         "--seconds",
         type=float,
@@ -145,13 +148,27 @@ def prepare_models(args: argparse.Namespace, scratch: Path) -> tuple[dict[str, A
 
 
 def bench_modality(modality: str, model: dict[str, Any], args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
-    device = resolve_device(args.device)
-    if modality == "image":
-        encoder = build_encoder(ModelSpec("image", model["model"], model.get("pretrained"), device))
-    else:
-        encoder = build_encoder(ModelSpec("audio", model["model"], None, device))
-    print(f"{modality}: {encoder.name} on {encoder.device} ({encoder.precision})", file=sys.stderr)
-    out: dict[str, Any] = {"model": encoder.name, "device": encoder.device, "precision": encoder.precision}
+    # The server's own choice of device, backend and precision, so the forward and the server time one path.
+    settings = Settings(
+        image_model=model["model"] if modality == "image" else Settings.image_model,
+        image_pretrained=model.get("pretrained"),
+        audio_model=model["model"] if modality == "audio" else Settings.audio_model,
+        no_image=modality != "image",
+        no_audio=modality != "audio",
+        device=args.device,
+        backend=args.backend,
+        precision=args.precision,
+    )
+    (spec,) = model_specs(settings)
+    encoder = build_encoder(spec)
+    model.update(backend=encoder.backend, precision=encoder.precision)
+    print(f"{modality}: {encoder.name} on {encoder.device} ({encoder.backend}, {encoder.precision})", file=sys.stderr)
+    out: dict[str, Any] = {
+        "model": encoder.name,
+        "device": encoder.device,
+        "backend": encoder.backend,
+        "precision": encoder.precision,
+    }
     parts: frozenset[str] = args.parts
     # Timing windows for the model-side parts: their usual length, or shorter with a short --seconds.
     window = min(1.5, args.seconds)
@@ -345,6 +362,7 @@ def free_port() -> int:
 def time_server(modality: str, model: dict[str, Any], args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
     port = free_port()
     command = [sys.executable, "-m", "server", "--port", str(port), "--device", args.device, "--label-cache", ""]
+    command += ["--backend", model["backend"], "--precision", model["precision"]]
     if args.batch_wait_ms is not None:
         command += ["--batch-wait-ms", str(args.batch_wait_ms)]
     if modality == "image":
@@ -500,7 +518,8 @@ def render_table(report: dict[str, Any]) -> str:
 
 
 def _modality_tables(modality: str, part: dict[str, Any], inflight: int) -> list[str]:
-    lines = ["", f"## {modality}: {part['model']} on {part['device']}"]
+    how = ", ".join(str(part[key]) for key in ("backend", "precision") if key in part)
+    lines = ["", f"## {modality}: {part['model']} on {part['device']}" + (f" ({how})" if how else "")]
     if "forward" in part:
         lines += ["", "model forward (the limit)", ""]
         lines += _table(
