@@ -32,7 +32,8 @@ from .labels import LabelFileError
 from .labelsets import LabelSet
 from .protocol import Modality
 from .runtime import Runtime
-from .scoring import normalize_rows, similarities, softmax_scores, top_labels
+from .scoring import normalize_rows, score_batch, similarities
+from .timing import ms_since
 from .worker import ItemOutcome
 
 # No type, a generic one, or the form type curl puts on --data-binary bodies: the bytes say what they are.
@@ -286,7 +287,7 @@ class HttpApi:
         image = await asyncio.to_thread(
             decode_image, upload.data, fmt, self.settings.max_image_pixels, self.runtime.image_side
         )
-        return image, _ms_since(call.received)
+        return image, ms_since(call.received)
 
     async def _decode_audio(self, call: Call) -> tuple[np.ndarray, float]:
         upload = call.file
@@ -301,7 +302,7 @@ class HttpApi:
             raise InputError(ErrorCode.BAD_FIELD, "raw PCM (audio/l16) needs 'sample_rate'")
         # A clip may be minutes long: decoding and resampling it would stall every other client.
         samples = await asyncio.to_thread(self._decode_clip, upload.data, pcm, call.values)
-        return samples, _ms_since(call.received)
+        return samples, ms_since(call.received)
 
     def _decode_clip(self, data: bytes, pcm: bool, values: dict[str, Any]) -> np.ndarray:
         max_seconds = self.settings.max_clip_seconds
@@ -368,7 +369,7 @@ class HttpApi:
                 "preprocess_ms": outcome.preprocess_ms,
                 "encode_ms": outcome.encode_ms,
                 "similarity_ms": outcome.similarity_ms,
-                "total_ms": _ms_since(call.received),
+                "total_ms": ms_since(call.received),
             },
         }
         if labels is None and outcome.scores is not None:
@@ -376,17 +377,16 @@ class HttpApi:
         return body
 
     def _top(self, outcome: ItemOutcome, call: Call) -> list[dict[str, Any]]:
+        """The request's top of the scores the worker already computed over the whole label set."""
         assert outcome.scores is not None
-        return self._top_of(outcome.scores.label_set, outcome.scores.similarity[None, :], call)
-
-    def _top_of(self, label_set: Any, similarity: np.ndarray, call: Call) -> list[dict[str, Any]]:
-        scores = softmax_scores(similarity, self.runtime.encoders[label_set.modality].logit_scale)
-        return top_labels(label_set.names, scores[0], similarity[0], call["top_k"], call["min_score"])
+        return outcome.scores.top(call["top_k"], call["min_score"])
 
     def _score(self, embedding: np.ndarray, like: ItemOutcome, call: Call) -> list[Any]:
         """Score an embedding against the label set ``like`` was scored against."""
         assert like.scores is not None
-        return self._top_of(like.scores.label_set, similarities(embedding, like.scores.label_set.matrix), call)
+        label_set = like.scores.label_set
+        (scores,) = score_batch(embedding, [label_set], self.runtime.encoders[label_set.modality].logit_scale)
+        return scores.top(call["top_k"], call["min_score"])
 
     def _embeddings(self, modality: Modality, matrix: np.ndarray) -> dict[str, Any]:
         return {
@@ -421,7 +421,3 @@ def error_response(code: str, message: str, headers: Mapping[str, str] | None = 
 
 def _media_type(content_type: str) -> str:
     return content_type.split(";")[0].strip().lower()
-
-
-def _ms_since(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 3)

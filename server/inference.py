@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from .encoders import Encoder
+from .timing import ms_between
 
 T = TypeVar("T")
 
@@ -79,7 +80,7 @@ class LocalEmbedder:
         t1 = time.perf_counter()
         embeddings = self.encoder.encode(prepared)
         t2 = time.perf_counter()
-        return Embedded(embeddings, _ms(t0, t1), _ms(t1, t2))
+        return Embedded(embeddings, ms_between(t0, t1), ms_between(t1, t2))
 
     def close(self) -> None:
         self.thread.close()
@@ -90,7 +91,3 @@ def warm_up(encoder: Encoder, sample: Any) -> None:
     embedding = encoder.encode(encoder.prepare([sample]))
     if not np.isfinite(embedding).all():
         raise RuntimeError(f"{encoder.modality} model produced non-finite output on warm-up")
-
-
-def _ms(start: float, end: float) -> float:
-    return round((end - start) * 1000.0, 3)

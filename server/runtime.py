@@ -45,6 +45,7 @@ class Runtime:
         self.label_sources: dict[Modality, LabelSource] = {}
         self.workers: dict[Modality, ModelWorker] = {}
         self.model_threads: dict[Modality, ModelThread] = {}
+        self.serving: Serving | None = None  # what sessions use, once the models are ready
         # Per-stream consumers of full score vectors (server/streams.py): each factory may give one per new stream.
         self.consumer_factories: list[Callable[[StreamKey], ScoreConsumer | None]] = []
         self.sessions = Registry(settings.max_connections)
@@ -87,6 +88,15 @@ class Runtime:
             self.workers[modality] = worker
             self._tasks.append(asyncio.create_task(worker.run(), name=f"worker-{modality}"))
             self._tasks.append(asyncio.create_task(self.label_sources[modality].watch(self._stop)))
+        audio = self.encoders.get("audio")
+        self.serving = Serving(
+            self.workers,
+            self.image_side,
+            self.audio_rate,
+            self.welcome,
+            {modality: encoder.prepare_one for modality, encoder in self.encoders.items()},
+            audio.mel_stream if audio is not None else None,
+        )
         self.state = "ok"
         self._ready.set()
         log.info(
@@ -184,12 +194,7 @@ class Runtime:
         return [consumer for factory in self.consumer_factories if (consumer := factory(stream)) is not None]
 
     async def _serving(self) -> Serving | None:
-        if not await self.wait_ready():
-            return None
-        audio = self.encoders.get("audio")
-        mel_stream = audio.mel_stream if audio is not None else None
-        prepare_one = {modality: encoder.prepare_one for modality, encoder in self.encoders.items()}
-        return Serving(self.workers, self.image_side, self.audio_rate, self.welcome, prepare_one, mel_stream)
+        return self.serving if await self.wait_ready() else None
 
     # --- one-shot requests (the HTTP API) ------------------------------------------
 

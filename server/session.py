@@ -30,6 +30,7 @@ from .scoring import Scores
 from .security import SUBPROTOCOL, origin_allowed, presented_token, token_accepted
 from .settings import Settings
 from .streams import Outbox, ResultOptions, ScoreConsumer, StreamState
+from .timing import ms_between, ms_since
 from .worker import ItemOutcome, Job, ModelWorker, StreamKey
 
 log = logging.getLogger("sensorium.session")
@@ -171,8 +172,7 @@ class Session:
             worker, state = self._admit_input("image", message.stream)
             # Decoding a large JPEG and preprocessing it take milliseconds: off the loop, so pings and other
             # clients go on, and off the model's thread, which meanwhile encodes the inputs before this one.
-            image, decoded, prepared = await asyncio.to_thread(self._take_frame, message)
-            preprocess_ms = round((prepared - decoded) * 1000, 3)
+            image, decoded, preprocess_ms = await asyncio.to_thread(self._take_frame, message)
             self._submit(worker, state, message.seq, message.ts, image, received, None, preprocess_ms, decoded)
         elif isinstance(message, AudioChunk):
             worker, state = self._admit_input("audio", message.stream)
@@ -183,7 +183,7 @@ class Session:
                 self._count_dropped(state, window.skipped)
                 self._submit(worker, state, window.seq, window.ts, features, received, window.seconds, features_ms)
         elif isinstance(message, End):
-            self._end_stream(message, received)
+            await self._end_stream(message, received)
         elif isinstance(message, Config):
             self._configure(message)
         elif isinstance(message, Ping):
@@ -208,7 +208,7 @@ class Session:
         return worker, state
 
     def _take_frame(self, message: Frame) -> tuple[Any, float, float]:
-        """The frame decoded and preprocessed; and when each was done (perf_counter)."""
+        """The frame decoded and preprocessed; when decoding ended (perf_counter), and the preprocess time."""
         assert self.serving is not None
         image = decode_image(
             message.data,
@@ -221,7 +221,8 @@ class Session:
         )
         decoded = time.perf_counter()
         prepare = self.serving.prepare_one.get("image")
-        return (image if prepare is None else prepare(image)), decoded, time.perf_counter()
+        prepared = image if prepare is None else prepare(image)
+        return prepared, decoded, ms_since(decoded)
 
     def _take_audio(self, state: StreamState, message: AudioChunk) -> tuple[Window | None, Any, float]:
         samples = decode_pcm(
@@ -250,14 +251,14 @@ class Session:
             assert self.serving is not None
             prepare = self.serving.prepare_one.get("audio")
             payload = window.samples if prepare is None else prepare(window.samples)
-            return payload, round((time.perf_counter() - started) * 1000, 3)
+            return payload, ms_since(started)
         length, lag = len(window.samples), 0
         if on_grid:
             # Ending the window on the front end's frame grid (< 10 ms early) keeps it to the new frames only.
             lag = state.mel.total % state.mel.config.hop_length
             length = min(length, state.mel.total - lag)
         features = state.mel.features(length, lag=lag)
-        return features, round((time.perf_counter() - started) * 1000, 3)
+        return features, ms_since(started)
 
     def _submit(
         self,
@@ -273,7 +274,7 @@ class Session:
     ) -> None:
         """Queue an input for its model; ``decoded`` is when decoding ended, if not now."""
         state.pending += 1
-        decode_ms = round(((decoded or time.perf_counter()) - received) * 1000, 3)
+        decode_ms = ms_between(received, decoded or time.perf_counter())
         worker.submit(
             Job(
                 stream=state.key,
@@ -289,7 +290,7 @@ class Session:
             )
         )
 
-    def _end_stream(self, message: End, received: float) -> None:
+    async def _end_stream(self, message: End, received: float) -> None:
         """No more input on this stream: classify an audio stream's begun hop, then say ``ended``."""
         assert self.serving is not None
         state = self.streams.get(StreamKey(self.id, message.modality, message.stream))
@@ -298,12 +299,17 @@ class Session:
             return
         state.ending = True
         worker = self.serving.workers.get(message.modality)
-        seq = message.seq if message.seq is not None else -1
-        tail = state.audio.flush(seq, time.time()) if state.audio is not None else None
-        if tail is not None and worker is not None:
-            payload, features_ms = self._front_end(state, tail, on_grid=False)
-            self._submit(worker, state, tail.seq, tail.ts, payload, received, tail.seconds, features_ms)
+        if state.audio is not None and worker is not None:
+            # Draining the resampler and the tail's features: off the loop, like every other audio step.
+            tail, payload, features_ms = await asyncio.to_thread(self._take_tail, state, message)
+            if tail is not None:
+                self._submit(worker, state, tail.seq, tail.ts, payload, received, tail.seconds, features_ms)
         self._finish_if_ended(state)
+
+    def _take_tail(self, state: StreamState, message: End) -> tuple[Window | None, Any, float]:
+        assert state.audio is not None
+        tail = state.audio.flush(message.seq if message.seq is not None else -1, time.time())
+        return (tail, *self._front_end(state, tail, on_grid=False))
 
     def _configure(self, message: Config) -> None:
         top_k = self.options.top_k if message.top_k is None else message.top_k
@@ -347,7 +353,7 @@ class Session:
             "preprocess_ms": round(job.preprocess_ms + outcome.preprocess_ms, 3),
             "encode_ms": outcome.encode_ms,
             "similarity_ms": outcome.similarity_ms,
-            "total_ms": round((time.perf_counter() - job.received) * 1000, 3),
+            "total_ms": ms_since(job.received),
         }
         self.context.metrics.observe_result(state.key.modality, timings)
         dropped, state.dropped = state.dropped, 0

@@ -22,6 +22,7 @@ from .inference import Embedded, Embedder
 from .labelsets import LabelSet, LabelSource
 from .protocol import Modality
 from .scoring import Scores, score_batch
+from .timing import ms_between
 
 log = logging.getLogger("sensorium.worker")
 
@@ -196,13 +197,13 @@ class ModelWorker:
     def _score(self, jobs: list[Job], embedded: Embedded, label_set: LabelSet, started: float) -> list[ItemOutcome]:
         t0 = time.perf_counter()
         scores = score_batch(embedded.embeddings, [job.labels or label_set for job in jobs], self.logit_scale)
-        similarity_ms = _ms(t0, time.perf_counter())
+        similarity_ms = ms_between(t0, time.perf_counter())
         return [
             ItemOutcome(
                 embedding=embedded.embeddings[i],
                 scores=scores[i],
                 error=None,
-                queue_ms=_ms(job.enqueued, started),
+                queue_ms=ms_between(job.enqueued, started),
                 preprocess_ms=embedded.preprocess_ms,
                 encode_ms=embedded.encode_ms,
                 similarity_ms=similarity_ms,
@@ -232,8 +233,4 @@ class FutureSink:
 
 
 def _failed(job: Job, started: float, message: str) -> ItemOutcome:
-    return ItemOutcome(None, None, message, _ms(job.enqueued, started), 0.0, 0.0, 0.0)
-
-
-def _ms(start: float, end: float) -> float:
-    return round((end - start) * 1000.0, 3)
+    return ItemOutcome(None, None, message, ms_between(job.enqueued, started), 0.0, 0.0, 0.0)
