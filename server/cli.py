@@ -40,8 +40,20 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
         elif get_origin(kind) is tuple:
             options.update(action="append", default=list(default))
         else:  # str, int, float, Path, or one of those or None
-            options["type"] = next(t for t in (get_args(kind) or (kind,)) if t is not type(None))
+            base = next(t for t in (get_args(kind) or (kind,)) if t is not type(None))
+            optional = type(None) in get_args(kind) and base is not str
+            options["type"] = _or_off(base) if optional else base
         group.add_argument("--" + setting.name.replace("_", "-"), **options)
+
+
+def _or_off(kind: Any) -> Any:
+    """A flag's type for an optional number: 'off' or 'none' gives None."""
+
+    def convert(text: str) -> Any:
+        return None if text.strip().lower() in {"off", "none"} else kind(text)
+
+    convert.__name__ = kind.__name__  # argparse names the type in its error messages
+    return convert
 
 
 def _client_parsers(sub: argparse._SubParsersAction) -> None:

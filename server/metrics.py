@@ -32,6 +32,17 @@ class Metrics:
             "sensorium_batch_size", "Inputs per model call", ["modality"],
             buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32), registry=r,
         )  # fmt: skip
+        self.events = Counter("sensorium_events", "Events (starts and ends)", ["modality", "state"], registry=r)
+        self.silent = Counter("sensorium_silent_windows", "Audio windows not sent to the model: silent", registry=r)
+        self.output_sent = Counter(
+            "sensorium_output_sent", "Events an output delivered (mqtt, webhook, eventlog)", ["output"], registry=r
+        )
+        self.output_dropped = Counter(
+            "sensorium_output_dropped", "Events an output lost, and why (overflow, failed, ...)", ["output", "reason"],
+            registry=r,
+        )  # fmt: skip
+        self.output_up = Gauge("sensorium_output_up", "1 while an output can deliver", ["output"], registry=r)
+        self.watchers = Gauge("sensorium_watchers", "Connections watching other streams", registry=r)
         self.queue_depth = Gauge("sensorium_queue_depth", "Inputs waiting for a model", ["modality"], registry=r)
 
     def watch_connections(self, count: Callable[[], int]) -> None:

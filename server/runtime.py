@@ -60,6 +60,7 @@ class Runtime:
         self._tasks: list[asyncio.Task[Any]] = []
         self._request_ids = itertools.count(1)
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.event_log: Any = None  # server/eventlog.py's EventLog when --data-dir is set (GET /v1/events reads it)
 
     # --- lifecycle ------------------------------------------------------------
 

@@ -123,6 +123,55 @@ class Settings:
         "default: only pages served by this server)",
         (),
     )
+    silence_dbfs: float | None = flag(
+        "audio",
+        "audio windows quieter than this (RMS, dBFS) are not sent to the model; their result says silent "
+        "(default %(default)s; 'off' turns it off)",
+        -70.0,
+    )
+    event_start: float = flag(
+        "events",
+        "an event starts when a label's smoothed, calibrated score reaches this (standard deviations above "
+        "the stream's own baseline for that label; default %(default)s)",
+        4.0,
+    )
+    event_end: float = flag("events", "and ends when it falls under this (hysteresis; default %(default)s)", 2.0)
+    event_min_seconds: float = flag(
+        "events", "the score must stay at --event-start this long before a start (default %(default)s)", 1.0
+    )
+    event_hold_seconds: float = flag(
+        "events", "and under --event-end this long before an end (default %(default)s)", 2.0
+    )
+    event_smooth_seconds: float = flag("events", "time constant of the score's smoothing (default %(default)s)", 0.5)
+    event_baseline_seconds: float = flag(
+        "events",
+        "time constant of each stream's per-label baseline, learnt while the label is not present "
+        "(default %(default)s)",
+        120.0,
+    )
+    mqtt: str | None = flag(
+        "outputs",
+        "publish events to this MQTT broker, with Home Assistant discovery: mqtt://[user:password@]host[:port] "
+        "(default: none)",
+    )
+    mqtt_prefix: str = flag("outputs", "MQTT topic prefix for states (default %(default)s)", "sensorium")
+    mqtt_discovery_prefix: str = flag(
+        "outputs", "Home Assistant discovery prefix (default %(default)s)", "homeassistant"
+    )
+    webhook: tuple[str, ...] = flag("outputs", "POST each event as JSON to this URL (repeatable)", ())
+    webhook_secret: str | None = flag(
+        "outputs",
+        "sign webhook bodies with HMAC-SHA256 of this secret, header X-Sensorium-Signature "
+        "(default: $SENSORIUM_WEBHOOK_SECRET, else unsigned)",
+        env="SENSORIUM_WEBHOOK_SECRET",
+    )
+    data_dir: str = flag(
+        "outputs",
+        "folder of the event log (events.sqlite3); '' turns the log off (default %(default)s)",
+        "~/.local/share/sensorium",
+    )
+    event_log_days: float = flag("outputs", "keep logged events this many days (default %(default)s)", 30.0)
+    event_log_max_rows: int = flag("outputs", "and at most this many (default %(default)s)", 1_000_000)
     log_level: LogLevel = flag("logging", "default %(default)s", "info")
 
     def __post_init__(self) -> None:
@@ -136,6 +185,12 @@ class Settings:
             raise ValueError("--max-batch must be at least 1")
         if self.max_requests < 1:
             raise ValueError("--max-requests must be at least 1")
+        if not self.event_end <= self.event_start:
+            raise ValueError("--event-end must not be above --event-start")
+        if min(self.event_min_seconds, self.event_hold_seconds) < 0 or self.event_smooth_seconds < 0:
+            raise ValueError("--event-min-seconds, --event-hold-seconds and --event-smooth-seconds must be >= 0")
+        if self.event_baseline_seconds <= 0:
+            raise ValueError("--event-baseline-seconds must be positive")
         if self.token is not None and (not self.token or not self.token.isascii() or not self.token.isprintable()
                                        or any(c in self.token for c in " ,;\"")):  # fmt: skip
             raise ValueError("--token must be printable ASCII without spaces, commas, semicolons or quotes")

@@ -64,6 +64,7 @@ def settings(image_model: str, audio_model: str, label_dir: Path) -> Settings:
         reload_debounce_ms=100,
         label_cache=str(label_dir.parent / "label-cache"),
         backend="torch",  # the backends are compared in test_openvino.py; "auto" is run by the CLI tests
+        data_dir=str(label_dir.parent / "data"),  # the event log of this test, never the user's
     )
 
 
