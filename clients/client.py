@@ -1,11 +1,11 @@
-"""A typed Python client for the Sensorium server: connect, stream, receive results, reconnect.
+"""A typed Python client for the Sensorium server: connect, stream, receive results and events, reconnect.
 
     async with SensoriumClient("ws://127.0.0.1:8000/ws", top_k=3) as client:
         await client.wait_for_slot("image", "camera", limit=2)
         await client.send_frame(jpeg_bytes, seq=0)
-        async for event in client.events():
-            if isinstance(event, Result):
-                print(event.line())
+        async for message in client.events():
+            if isinstance(message, (Result, Event)):
+                print(message.line())
 
 The client keeps one WebSocket open. When the server goes away it reconnects with backoff and carries
 on; inputs that were in flight are counted as lost in ``client.ledger``. A refusal that retrying cannot
@@ -14,27 +14,25 @@ fix (close code 4401: no valid token; 4403: origin not allowed) stops it with ``
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
-import sys
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgpack
 import websockets
 
-from .ledger import Ledger, Result
+from .ledger import Ledger
+from .messages import Event, Result, Streams, Thumbnail
 
 log = logging.getLogger("sensorium.client")
 
 DEFAULT_URL = "ws://127.0.0.1:8000/ws"
-Event = Result | dict[str, Any]
+Message = Result | Event | Thumbnail | Streams | dict[str, Any]  # what ``events()`` yields
 WELCOME_TIMEOUT_S = 60.0  # a server that is still loading its models answers with ``welcome`` later
 LOADING_NOTICE_S = 1.0  # say so when the welcome takes longer than this
-END_WAIT_S = 10.0  # how long the scripts wait for ``ended`` after ending a stream
 
 # Error codes that answer an input, never an ``end``.
 INPUT_ONLY_ERRORS = frozenset({"bad_image", "bad_audio", "too_large", "inference_failed"})
@@ -42,21 +40,6 @@ INPUT_ONLY_ERRORS = frozenset({"bad_image", "bad_audio", "too_large", "inference
 # Close codes after which connecting again cannot help.
 UNAUTHORIZED = 4401
 FORBIDDEN_ORIGIN = 4403
-
-
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags every client script takes."""
-    parser.add_argument("--url", default=DEFAULT_URL, help="server WebSocket URL (default %(default)s)")
-    parser.add_argument("--top-k", type=int, default=None, help="labels per result (server default 5)")
-    parser.add_argument("--min-score", type=float, default=None, help="hide labels scoring under this")
-    parser.add_argument("--duration", type=float, default=0, help="stop after this many seconds")
-    parser.add_argument(
-        "--connect-timeout",
-        type=float,
-        default=10.0,
-        metavar="SECONDS",
-        help="give up if the first connection takes longer (default %(default)g)",
-    )
 
 
 class ServerUnreachable(ConnectionError):
@@ -92,45 +75,6 @@ def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def client_from_args(args: argparse.Namespace, on_status: Callable[[str], None]) -> SensoriumClient:
-    return SensoriumClient(
-        args.url,
-        top_k=args.top_k,
-        min_score=args.min_score,
-        connect_timeout=args.connect_timeout,
-        on_status=on_status,
-    )
-
-
-def run_until_done(
-    program: str,
-    work: Coroutine[Any, Any, object],
-    client: SensoriumClient,
-    noun: str,
-    source_errors: tuple[type[Exception], ...],
-) -> int:
-    """Run a client script's coroutine; print the summary at the end, also on Ctrl-C, and clear
-    one-line messages instead of tracebacks for the failures a user can fix."""
-    try:
-        asyncio.run(work)
-    except source_errors as exc:
-        print(f"{program}: {exc}", file=sys.stderr)
-        return 2
-    except ServerUnreachable as exc:
-        print(f"{program}: {exc}. Is `sensorium serve` running?", file=sys.stderr)
-        return 3
-    except ServerRefused as exc:
-        if client.ledger.sent:
-            print(client.ledger.summary(noun))
-        print(f"{program}: {exc}", file=sys.stderr)
-        return 4
-    except KeyboardInterrupt:
-        print(client.ledger.summary(noun))
-        return 130
-    print(client.ledger.summary(noun))
-    return 0
-
-
 class SensoriumClient:
     def __init__(
         self,
@@ -154,7 +98,7 @@ class SensoriumClient:
         self._ws: Any = None
         self._connected = asyncio.Event()
         self._changed = asyncio.Condition()
-        self._events: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._events: asyncio.Queue[Message | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._first: asyncio.Future[None] | None = None
         self._closing = False
@@ -162,6 +106,7 @@ class SensoriumClient:
         self._ending: dict[tuple[str, str], tuple[int, int | None]] = {}  # streams sent ``end``: connection, seq
         self._end_refused: set[tuple[str, str]] = set()  # ... and answered with an error instead of ``ended``
         self._last_seq: dict[tuple[str, str], int] = {}  # the seq of the last input sent on each stream
+        self._watch: dict[str, Any] | None = None  # the ``watch`` message in force, sent again on each reconnect
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -194,6 +139,24 @@ class SensoriumClient:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def client_id(self) -> int | None:
+        """The server's id of this connection (from ``welcome``; a reconnect gets a new one)."""
+        value = self.welcome.get("client")
+        return value if isinstance(value, int) else None
+
+    # --- watching -----------------------------------------------------------------
+
+    async def watch(self, streams: str | list[str] = "*", *, token: str | None = None) -> bool:
+        """Receive copies of other connections' results and events (``watched`` set), ``Streams`` lists and
+        ``Thumbnail``s; again after each reconnect. False if the connection is down now (it is sent once up)."""
+        self._watch = {"type": "watch", "streams": streams} | ({"token": token} if token is not None else {})
+        return await self._send_control(self._watch)
+
+    async def unwatch(self) -> bool:
+        self._watch = None
+        return await self._send_control({"type": "unwatch"})
 
     # --- sending ------------------------------------------------------------------
 
@@ -308,6 +271,16 @@ class SensoriumClient:
             raise self.failure
         return True
 
+    async def _send_control(self, message: dict[str, Any]) -> bool:
+        ws = self._checked_ws()
+        if ws is None:
+            return False
+        try:
+            await ws.send(msgpack.packb(message, use_bin_type=True))
+        except (websockets.ConnectionClosed, OSError):
+            return False
+        return True
+
     def _checked_ws(self) -> Any:
         if self.failure is not None:
             raise self.failure
@@ -327,13 +300,14 @@ class SensoriumClient:
 
     # --- receiving ----------------------------------------------------------------
 
-    async def events(self) -> AsyncIterator[Event]:
-        """Results (as Result) and every other server message (as a dict), until the client closes."""
+    async def events(self) -> AsyncIterator[Message]:
+        """Every server message until the client closes: ``result`` as Result, ``event`` as Event, a watcher's
+        ``thumbnail`` and ``streams`` as Thumbnail and Streams, any other (errors, ``labels``, ...) as a dict."""
         while True:
-            event = await self._events.get()
-            if event is None:
+            message = await self._events.get()
+            if message is None:
                 return
-            yield event
+            yield message
 
     async def _run(self) -> None:
         assert self._first is not None
@@ -411,6 +385,8 @@ class SensoriumClient:
         options = {k: v for k, v in (("top_k", self.top_k), ("min_score", self.min_score)) if v is not None}
         if options:
             await ws.send(msgpack.packb({"type": "config", **options}))
+        if self._watch is not None:
+            await ws.send(msgpack.packb(self._watch, use_bin_type=True))
         self._ws = ws
         self._connections += 1
         self._connected.set()
@@ -425,20 +401,31 @@ class SensoriumClient:
     async def _read(self, ws: Any) -> None:
         try:
             async for raw in ws:
-                message = msgpack.unpackb(raw)
-                kind = message.get("type")
-                if kind == "result":
-                    self._events.put_nowait(self.ledger.on_result(message, time.perf_counter()))
-                else:
-                    if kind == "error":
-                        self.ledger.on_error(message)
-                        self._note_end_refused(message)
-                    elif kind == "ended":
-                        self.ledger.on_ended(message)
-                    self._events.put_nowait(message)
+                self._events.put_nowait(self._take(msgpack.unpackb(raw)))
                 await self._notify()
         except (websockets.ConnectionClosed, OSError):
             pass
+
+    def _take(self, message: dict[str, Any]) -> Message:
+        """Book a message and type it. Watched copies answer no input of this connection and stay off the books."""
+        kind = message.get("type")
+        watched = bool(message.get("watched"))
+        if kind == "result":
+            if watched:
+                return Result.from_message(message, None)
+            return self.ledger.on_result(message, time.perf_counter())
+        if kind == "event":
+            return Event.from_message(message) if watched else self.ledger.on_event(message)
+        if kind == "thumbnail":
+            return Thumbnail.from_message(message)
+        if kind == "streams":
+            return Streams.from_message(message)
+        if kind == "error":
+            self.ledger.on_error(message)
+            self._note_end_refused(message)
+        elif kind == "ended":
+            self.ledger.on_ended(message)
+        return message
 
     def _note_end_refused(self, error: dict[str, Any]) -> None:
         """Whether an error answers a pending ``end``: it names the stream and the end's seq (the last input's,

@@ -3,55 +3,15 @@
 from __future__ import annotations
 
 import statistics
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from .messages import Event, Result  # Result is imported from here too, where it used to live
+
 RECENT_UNTRACKED = 256
+SUMMARY_LABELS = 8  # labels named in the summary's events line
 STAGES = ("decode_ms", "queue_ms", "preprocess_ms", "encode_ms", "similarity_ms", "total_ms")
-
-
-@dataclass(frozen=True)
-class Label:
-    label: str
-    score: float
-    similarity: float
-
-
-@dataclass(frozen=True)
-class Result:
-    """One ``result`` message, with the round trip measured on this side."""
-
-    modality: str
-    stream: str
-    seq: int
-    ts: float
-    labels_version: int
-    top: tuple[Label, ...]
-    timings: dict[str, float]
-    dropped: int
-    window_s: float | None
-    round_trip_ms: float | None
-
-    @classmethod
-    def from_message(cls, message: dict[str, Any], round_trip_ms: float | None) -> Result:
-        return cls(
-            modality=message["modality"],
-            stream=message["stream"],
-            seq=message["seq"],
-            ts=message["ts"],
-            labels_version=message["labels_version"],
-            top=tuple(Label(t["label"], t["score"], t["similarity"]) for t in message["top"]),
-            timings=dict(message["timings"]),
-            dropped=message["dropped"],
-            window_s=message.get("window_s"),
-            round_trip_ms=round_trip_ms,
-        )
-
-    def line(self) -> str:
-        labels = "  ".join(f"{t.label} {t.score:.2f}" for t in self.top) or "(nothing above min score)"
-        timing = f"{self.round_trip_ms:.0f} ms" if self.round_trip_ms is not None else "-"
-        return f"[{self.modality} {self.stream} #{self.seq}] {labels}  ({timing})"
 
 
 @dataclass
@@ -70,6 +30,10 @@ class Ledger:
     _in_flight: dict[tuple[str, str], OrderedDict[int, float]] = field(default_factory=dict)
     _recent: dict[tuple[str, str], OrderedDict[int, float]] = field(default_factory=dict)
     _ended: set[tuple[str, str]] = field(default_factory=set)  # streams the server has declared ``ended``
+    silent: int = 0  # results for audio windows too quiet for the model (counted in ``results`` too)
+    event_starts: int = 0
+    event_ends: int = 0
+    events_by_label: Counter[str] = field(default_factory=Counter)  # starts, by Event.name
 
     def on_sent(self, modality: str, stream: str, seq: int, now: float, *, tracked: bool = True) -> None:
         """Record an input; ``tracked`` inputs expect a result of their own (frames do, audio chunks don't).
@@ -87,11 +51,19 @@ class Ledger:
             recent.popitem(last=False)
 
     def on_result(self, message: dict[str, Any], now: float) -> Result:
+        """A result of this connection's own input (never a watched copy: those answer nobody's input here).
+
+        A silent result answers its input like any other. Its timings stay out of the stage medians: those
+        describe the model's work, and no model ran for it.
+        """
         self.results += 1
         self.dropped += message["dropped"]
-        for stage in STAGES:
-            if stage in message["timings"]:
-                self.stages[stage].append(message["timings"][stage])
+        if message.get("silent"):
+            self.silent += 1
+        else:
+            for stage in STAGES:
+                if stage in message["timings"]:
+                    self.stages[stage].append(message["timings"][stage])
         key = (message["modality"], message["stream"])
         sent_at = None
         waiting = self._in_flight.get(key)
@@ -108,6 +80,16 @@ class Ledger:
             round_trip = (now - sent_at) * 1000
             self.round_trips.append(round_trip)
         return Result.from_message(message, round_trip)
+
+    def on_event(self, message: dict[str, Any]) -> Event:
+        """An event on one of this connection's own streams."""
+        event = Event.from_message(message)
+        if event.state == "start":
+            self.event_starts += 1
+            self.events_by_label[event.name] += 1
+        elif event.state == "end":
+            self.event_ends += 1
+        return event
 
     def on_error(self, message: dict[str, Any]) -> None:
         """An error frees the slot of the input it answers: the one with its seq in its (modality, stream).
@@ -160,6 +142,10 @@ class Ledger:
             f"{noun} sent {self.sent}, results {self.results}, dropped {self.dropped}, errors {self.errors}, "
             f"lost in reconnects {self.lost}",
         ]
+        if self.silent:
+            lines.append(f"silent results {self.silent} (too quiet to classify)")
+        if self.event_starts or self.event_ends:
+            lines.append(f"events started {self.event_starts}, ended {self.event_ends}{self._events_by_label()}")
         if self.reconnects:
             lines.append(f"reconnects {self.reconnects}, disconnected for {self.gap_s:.1f} s")
         if self.round_trips:
@@ -169,6 +155,13 @@ class Ledger:
         if medians:
             lines.append("server stage medians (ms): " + ", ".join(medians))
         return "\n".join(lines)
+
+    def _events_by_label(self) -> str:
+        """The labels that started most often; a long tail is counted, not listed, to keep the line readable."""
+        ranked = self.events_by_label.most_common()
+        shown = ", ".join(f"{name} {count}" for name, count in ranked[:SUMMARY_LABELS])
+        rest = len(ranked) - SUMMARY_LABELS
+        return (f": {shown}" if shown else "") + (f" and {rest} more labels" if rest > 0 else "")
 
 
 def percentile(values: list[float], q: float) -> float:

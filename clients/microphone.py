@@ -2,6 +2,7 @@
 
 python -m clients.microphone                   # the default input device
 python -m clients.microphone --file speech.wav  # a file, in real time (--fast: as fast as answered)
+python -m clients.microphone --events           # only a line when a label starts or ends
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from .client import END_WAIT_S, SensoriumClient, add_common_arguments, client_from_args, run_until_done
-from .ledger import Result
+from .client import SensoriumClient
+from .script import END_WAIT_S, add_common_arguments, client_from_args, print_messages, run_until_done
 from .terminal import LivePrinter
 
 PORTAUDIO_HINT = (
@@ -127,7 +128,7 @@ async def stream_audio(args: argparse.Namespace, client: SensoriumClient, printe
         source = device_chunks(_device(args.device), args.chunk_ms)
     await client.start()
     hop = float(client.welcome.get("limits", {}).get("audio_hop_seconds", 1.0))
-    consumer = asyncio.create_task(_consume(client, printer))
+    consumer = asyncio.create_task(print_messages(client, printer, events_only=args.events))
     started = time.monotonic()
     seconds = 0.0
     seq = 0
@@ -162,14 +163,6 @@ async def stream_audio(args: argparse.Namespace, client: SensoriumClient, printe
 
 def _device(value: str | None) -> str | int | None:
     return int(value) if value is not None and value.isdigit() else value
-
-
-async def _consume(client: SensoriumClient, printer: LivePrinter) -> None:
-    async for event in client.events():
-        if isinstance(event, Result):
-            printer.result(event)
-        else:
-            printer.message(event)
 
 
 def list_devices() -> int:

@@ -1,4 +1,4 @@
-"""Printing results for people: one line per result, or one line kept up to date on a terminal."""
+"""Printing for people: one line per result (or one line kept up to date on a terminal), one per event."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import sys
 from typing import Any, TextIO
 
-from .ledger import Result
+from .messages import Event, Result
 
 
 def has_display() -> bool:
@@ -34,6 +34,12 @@ class LivePrinter:
             self._dirty = True
         else:
             self.out.write(line + "\n")
+        self.out.flush()
+
+    def event(self, event: Event) -> None:
+        """Events get a line of their own, kept: a live result line is finished first, not overwritten."""
+        self.finish()
+        self.out.write(event.line() + "\n")
         self.out.flush()
 
     def message(self, message: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 python -m clients.webcam --source 0            # the first camera, with a preview window
 python -m clients.webcam --source clip.mp4 --headless
+python -m clients.webcam --source clip.mp4 --headless --events   # only a line when a label starts or ends
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from .client import END_WAIT_S, SensoriumClient, add_common_arguments, client_from_args, run_until_done
-from .ledger import Result
+from .client import SensoriumClient
+from .messages import Result
+from .script import END_WAIT_S, add_common_arguments, client_from_args, print_messages, run_until_done
 from .terminal import LivePrinter, has_display
 
 
@@ -66,6 +68,9 @@ class Preview:
         self.result: Result | None = None
         self.closed = False
 
+    def show_result(self, result: Result) -> None:
+        self.result = result  # drawn with the next frame
+
     def show(self, frame: np.ndarray) -> None:
         cv2 = self.cv2
         canvas = frame.copy()
@@ -86,7 +91,8 @@ async def stream_video(args: argparse.Namespace, client: SensoriumClient, printe
     capture = open_capture(str(args.source))
     preview = None if args.headless else Preview()
     await client.start()
-    consumer = asyncio.create_task(_consume(client, preview, printer))
+    shown = None if preview is None else preview.show_result
+    consumer = asyncio.create_task(print_messages(client, printer, events_only=args.events, show_result=shown))
     started = time.monotonic()
     seq = 0
     try:
@@ -117,17 +123,6 @@ async def stream_video(args: argparse.Namespace, client: SensoriumClient, printe
         capture.release()
         await client.close()
         await consumer
-
-
-async def _consume(client: SensoriumClient, preview: Preview | None, printer: LivePrinter) -> None:
-    async for event in client.events():
-        if isinstance(event, Result):
-            if preview is not None:
-                preview.result = event
-            else:
-                printer.result(event)
-        else:
-            printer.message(event)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

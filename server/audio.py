@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -113,6 +114,14 @@ class WindowBuffer:
             self._input_rate = sample_rate
         out: np.ndarray = self._resampler.resample_chunk(samples.astype(np.float32, copy=False))
         return out
+
+
+def rms_dbfs(samples: np.ndarray) -> float:
+    """Loudness of float samples in [-1, 1] as RMS in dBFS (a full-scale sine is about -3; digital silence -inf)."""
+    if not len(samples):
+        return -math.inf
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    return 20 * math.log10(rms) if rms > 0 else -math.inf
 
 
 def decode_sound_file(data: bytes) -> tuple[np.ndarray, int]:

@@ -92,7 +92,12 @@ class _Track:
     smoothed: float = 0.0
     active: bool = False
     since: float | None = None  # when the score crossed the threshold that may change ``active``
-    started_at: float = 0.0  # stream time of the start event
+    # A presence lasts from the score reaching the start threshold to its falling under the end threshold;
+    # the minimum duration and the hold delay the events, not what they report.
+    started_at: float = 0.0
+    ended_at: float | None = None
+    group: str | None = None  # a label's group, for the events it gives
+    settings: Resolved | None = None  # as last resolved from the label set
 
 
 @dataclass(frozen=True)
@@ -119,7 +124,7 @@ def _step(track: _Track, score: float, now: float, settings: Resolved) -> str | 
         if score >= settings.start and settings.enabled:
             track.since = now if track.since is None else track.since
             if now - track.since >= settings.min_seconds:
-                track.active, track.since, track.started_at = True, None, now
+                track.active, track.started_at, track.since = True, track.since, None
                 return "start"
         else:
             track.since = None
@@ -127,7 +132,7 @@ def _step(track: _Track, score: float, now: float, settings: Resolved) -> str | 
     if score < settings.end or not settings.enabled:
         track.since = now if track.since is None else track.since
         if now - track.since >= settings.hold_seconds or not settings.enabled:
-            track.active, track.since = False, None
+            track.active, track.ended_at, track.since = False, track.since, None
             return "end"
     else:
         track.since = None
@@ -163,24 +168,24 @@ class StreamEvents:
         for i, name in enumerate(names):
             track = self.labels.setdefault(name, _Track())
             z = self._calibrate(track, float(similarity[i]), dt)
-            group = groups[i] if groups else None
+            group = track.group = groups[i] if groups else None
             fresh = track.seen <= self.calibration.warmup
             track.smoothed = z if fresh else track.smoothed + smooth * (z - track.smoothed)
-            settings = resolve(thresholds[i] if thresholds else None, self.defaults)
+            settings = track.settings = resolve(thresholds[i] if thresholds else None, self.defaults)
+            if fresh and not track.active:
+                continue  # its baseline is still being learnt: no events, and no say in its group's
             if group:
                 group_scores[group] = max(group_scores.get(group, -math.inf), track.smoothed)
-            if fresh and not track.active:
-                continue
             change = _step(track, track.smoothed, now, settings)
             if change is not None:
-                out.append(self._decision(track, name, group, change, now))
+                out.append(self._decision(track, name, change, now))
         for group, score in group_scores.items():
-            track = self.groups.setdefault(group, _Track())
+            track = self.groups.setdefault(group, _Track(group=group))
             track.smoothed = score  # the best smoothed member: already smooth
-            settings = resolve((group_thresholds or {}).get(group), self.defaults)
+            settings = track.settings = resolve((group_thresholds or {}).get(group), self.defaults)
             change = _step(track, score, now, settings)
             if change is not None:
-                out.append(self._decision(track, None, group, change, now))
+                out.append(self._decision(track, None, change, now))
         return out
 
     def silence(self, now: float) -> list[Decision]:
@@ -192,17 +197,16 @@ class StreamEvents:
         for tracks, is_group in ((self.labels, False), (self.groups, True)):
             for name, track in tracks.items():
                 track.smoothed -= smooth * track.smoothed
-                change = _step(track, track.smoothed, self.last, self.defaults)
+                change = _step(track, track.smoothed, self.last, track.settings or self.defaults)
                 if change is not None:
-                    out.append(self._decision(track, None if is_group else name, name if is_group else None,
-                                              change, self.last))  # fmt: skip
+                    out.append(self._decision(track, None if is_group else name, change, self.last))
         return out
 
     def close(self, now: float | None = None) -> list[Decision]:
         """The stream ended: every open event ends now."""
         when = self.last if now is None else max(now, self.last or now)
-        out = [self._decision(t, n, None, "end", when or 0.0) for n, t in self.labels.items() if t.active]
-        out += [self._decision(t, None, g, "end", when or 0.0) for g, t in self.groups.items() if t.active]
+        out = [self._decision(t, n, "end", when or 0.0) for n, t in self.labels.items() if t.active]
+        out += [self._decision(t, None, "end", when or 0.0) for t in self.groups.values() if t.active]
         self.labels.clear()
         self.groups.clear()
         return out
@@ -213,11 +217,11 @@ class StreamEvents:
         for name in [n for n in self.labels if n not in names]:
             track = self.labels.pop(name)
             if track.active:
-                out.append(self._decision(track, name, None, "end", now))
+                out.append(self._decision(track, name, "end", now))
         for group in [g for g in self.groups if g not in groups]:
             track = self.groups.pop(group)
             if track.active:
-                out.append(self._decision(track, None, group, "end", now))
+                out.append(self._decision(track, None, "end", now))
         return out
 
     def _calibrate(self, track: _Track, cosine: float, dt: float) -> float:
@@ -235,6 +239,12 @@ class StreamEvents:
         return z
 
     @staticmethod
-    def _decision(track: _Track, label: str | None, group: str | None, state: str, now: float) -> Decision:
-        duration = max(0.0, now - track.started_at) if state == "end" else None
-        return Decision(label, group, state, round(track.smoothed, 3), duration)
+    def _decision(track: _Track, label: str | None, state: str, now: float) -> Decision:
+        """``now`` ends a presence that is cut short (a reload, the stream's end, silence) rather than faded."""
+        if state == "end":
+            ended = track.ended_at if track.ended_at is not None and not track.active else now
+            track.active, track.since, track.ended_at = False, None, None
+            duration = max(0.0, ended - track.started_at)
+        else:
+            duration = None
+        return Decision(label, track.group, state, round(track.smoothed, 3), duration)

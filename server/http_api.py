@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from .audio import decode_pcm, decode_sound_file, resample, split_windows
 from .errors import ErrorCode, InputError
+from .events_api import answer as events_answer
 from .http_params import AUDIO_MEDIA_TYPES, IMAGE_MEDIA_TYPES, Operation, operations
 from .imaging import decode_image, sniff_image_format
 from .labels import LabelFileError
@@ -102,7 +103,8 @@ class HttpApi:
                 call = await self._call(op, request, received)
                 body = await handler(call)
                 if "application/msgpack" in request.headers.get("accept", ""):
-                    return Response(msgpack.packb(body, use_single_float=True), media_type="application/msgpack")
+                    packed = msgpack.packb(body, use_single_float=op.msgpack_float32)
+                    return Response(packed, media_type="application/msgpack")
                 return JSONResponse(body)
             except InputError as exc:
                 return error_response(exc.code, exc.message)
@@ -185,7 +187,7 @@ class HttpApi:
                 "count": len(current.names),
                 "path": str(source.path),
                 "error": source.last_error,
-                "editable": self.settings.allow_label_edits,
+                "editable": self.settings.allow_label_edits and source.editable,
                 "text": source.text(),
                 "history": source.history,
                 "labels": [
@@ -209,6 +211,9 @@ class HttpApi:
         except LabelFileError as exc:
             raise InputError(ErrorCode.BAD_FIELD, f"labels not saved: {exc}") from None
         return {"saved": str(source.path), "reload": "the server reloads the file in a second or two"}
+
+    async def events(self, call: Call) -> dict[str, Any]:
+        return await events_answer(self.runtime.event_log, call.values)
 
     # --- the request --------------------------------------------------------------------
 

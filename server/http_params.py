@@ -15,12 +15,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .errors import ErrorCode, InputError
+from .eventlog import MAX_LIMIT as MAX_EVENTS
+from .events_api import INSTANT, INSTANT_RULE
 from .protocol import DEFAULT_TOP_K
 from .settings import Settings
 
 MAX_ADHOC_LABELS = 1000
 MAX_TEXTS = 1000
 DEFAULT_MATCH_THRESHOLD = 0.25
+DEFAULT_EVENTS = 100
 
 # The body media types the schema lists; the server also takes a few aliases and untyped bodies (http_api).
 IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/webp")
@@ -153,7 +156,8 @@ class Param:
         if self.enum and value not in self.enum:
             raise self._error(f"'{self.name}' must be one of {', '.join(self.enum)}, got {value!r}")
         if self.pattern is not None and not _compile(self.pattern).search(value):
-            raise self._error(f"'{self.name}': each must be {self.rule}, got {value!r}")
+            each = "each must be" if self.type == "array" else "must be"
+            raise self._error(f"'{self.name}': {each} {self.rule}, got {value!r}")
         return value
 
     def _scalar_from_string(self, value: str) -> Any:
@@ -205,6 +209,7 @@ class Operation:
     modality: Literal["image", "audio"] | None = None  # the model it needs, when the path says
     errors: tuple[str, ...] = ()  # beyond those every endpoint may answer (API_ERRORS)
     uses_models: bool = True  # counts against --max-requests
+    msgpack_float32: bool = True  # msgpack answers carry float32 numbers, unless that would spoil them (epoch times)
 
     def parse(self, items: list[tuple[str, str]], path_params: dict[str, str]) -> dict[str, Any]:
         """Every declared query or path parameter, checked; ``items`` are the query's and the form's."""
@@ -336,4 +341,27 @@ def operations(settings: Settings) -> tuple[Operation, ...]:
                     ErrorCode.TOO_LARGE),
             uses_models=False,
         ),
+        Operation(
+            "events", "GET", "/v1/events",
+            "Logged events (the SQLite event log, --data-dir): the newest `limit` that match, oldest first",
+            "Events", "the events", params=_event_filters(), errors=(ErrorCode.BAD_FIELD, ErrorCode.NOT_FOUND),
+            uses_models=False, msgpack_float32=False,
+        ),
+    )  # fmt: skip
+
+
+def _event_filters() -> tuple[Param, ...]:
+    def instant(name: str, meaning: str) -> Param:
+        return Param(name, "string", f"{meaning}: {INSTANT_RULE}; a time without an offset is UTC",
+                     pattern=INSTANT, rule=INSTANT_RULE)  # fmt: skip
+
+    return (
+        Param("stream", "string", "only this stream's events (the name its client gave it; empty: any)"),
+        Param("label", "string", "only this label's events (a group's own events have no label; empty: any)"),
+        Param("group", "string", "only this group's events: the group's own and its labels' (empty: any)"),
+        Param("modality", "string", "only this modality's events", enum=("image", "audio")),
+        instant("since", "events decided at or after this time (the server's clock)"),
+        instant("until", "events decided before this time"),
+        Param("limit", "integer", "the newest this many that match", default=DEFAULT_EVENTS, minimum=1,
+              maximum=MAX_EVENTS),
     )  # fmt: skip

@@ -1,4 +1,5 @@
-"""Label sets: label files turned into embedding matrices, kept current while the files change."""
+"""Label sets: label files (or a directory of them) turned into embedding matrices, kept current while
+the files change."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,17 @@ import watchfiles
 
 from . import protocol
 from .encoders import Encoder
+from .events import EventThresholds
 from .inference import ModelThread
-from .labels import DEFAULT_TEMPLATES, Label, LabelFileError, ParsedLabels, parse_label_bytes, parse_label_text
+from .labels import (
+    DEFAULT_TEMPLATES,
+    Label,
+    LabelFileError,
+    ParsedLabels,
+    parse_label_bytes,
+    parse_label_files,
+    parse_label_text,
+)
 from .metrics import Metrics
 from .protocol import Modality
 from .scoring import normalize_rows
@@ -37,6 +48,18 @@ class LabelSet:
     matrix: np.ndarray  # (labels, dim), unit rows
     encode_ms: float
     new_prompts: int  # prompts this load had to run through the text tower
+    # One per label, aligned with ``names`` (left out: no groups and no settings for any label).
+    groups: tuple[str | None, ...] = ()
+    thresholds: tuple[EventThresholds | None, ...] = ()  # a label's own event settings over its file's
+    group_thresholds: Mapping[str, EventThresholds] = field(default_factory=dict)  # only groups with settings
+
+    def __post_init__(self) -> None:
+        if not self.groups:
+            object.__setattr__(self, "groups", (None,) * len(self.names))
+        if not self.thresholds:
+            object.__setattr__(self, "thresholds", (None,) * len(self.names))
+        if not len(self.groups) == len(self.thresholds) == len(self.names):
+            raise ValueError("a label set needs one group and one thresholds entry per label")
 
 
 class EmbeddingCache:
@@ -158,7 +181,8 @@ class LabelLimits:
 
 
 class LabelSource:
-    """The live label set of one modality: loads its file, watches it, swaps in new sets atomically."""
+    """The live label set of one modality: loads its file, or every ``*.txt`` directly inside its directory,
+    watches them, swaps in new sets atomically."""
 
     def __init__(
         self,
@@ -227,18 +251,55 @@ class LabelSource:
             self.metrics.reloads.labels(self.modality, outcome).inc()
             self.metrics.reload_seconds.labels(self.modality).observe(time.perf_counter() - started)
 
+    @property
+    def editable(self) -> bool:
+        """Whether ``write`` can replace the labels: a directory is edited file by file, not through it."""
+        return not self.path.is_dir()
+
     async def watch(self, stop: asyncio.Event) -> None:
-        """Reload whenever the file changes; editors that save by rename or truncate count too."""
-        target = self.path.resolve()
-        async for changes in watchfiles.awatch(
-            target.parent, watch_filter=None, debounce=self.debounce_ms, step=50, stop_event=stop
-        ):
-            if any(Path(path).resolve() == target for _, path in changes):
-                await self.reload()
+        """Reload whenever the labels change: the file (editors that save by rename or truncate count too),
+        or any ``*.txt`` directly inside the directory, added, changed or removed."""
+        catch_up = False
+        while not stop.is_set():
+            target = self.path.resolve()
+            folder = target.is_dir()
+            batches = watchfiles.awatch(
+                # Not recursive: a label file may sit in a big folder. A directory's parent is watched too, to
+                # see the directory deleted and made again: the old watch cannot see into the new one.
+                *((target.parent, target) if folder else (target.parent,)),
+                watch_filter=None,
+                debounce=self.debounce_ms,
+                step=50,
+                stop_event=stop,
+                recursive=False,
+                # After a restart, the first batch (an empty one after a second) says the new watch is in
+                # place; reloading then reads what was written into the new directory before it was watched.
+                yield_on_timeout=catch_up,
+                rust_timeout=1000 if catch_up else None,
+            )
+            catch_up = await self._reload_on_changes(batches, target, folder, catch_up)
+
+    async def _reload_on_changes(
+        self,
+        batches: AsyncGenerator[set[tuple[watchfiles.Change, str]], None],
+        target: Path,
+        folder: bool,
+        catch_up: bool,
+    ) -> bool:
+        """Reload for each batch of changes that concerns the labels; True when the watch must start over."""
+        async with aclosing(batches):
+            async for changes in batches:
+                touched = {Path(path).resolve() for _, path in changes}
+                if catch_up or any(path == target or (folder and _in_directory(path, target)) for path in touched):
+                    catch_up = False
+                    await self.reload()
+                if target in touched and (folder or target.is_dir()):
+                    return True  # the directory itself came or went
+        return False
 
     async def adhoc(self, names: list[str]) -> LabelSet:
         """A label set for one request, encoded through the same cache (version 0: not the file's)."""
-        parsed = parse_label_text("\n".join(names), DEFAULT_TEMPLATES[self.modality])
+        parsed = parse_label_text("\n".join(names), DEFAULT_TEMPLATES[self.modality], label_options=False)
         return await self.model_thread.run(self._build, parsed, 0)
 
     async def embed_texts(self, texts: list[str]) -> np.ndarray:
@@ -251,14 +312,25 @@ class LabelSource:
         return matrix
 
     def text(self) -> str:
-        """The file as it is now ('' when it cannot be read), for an editor."""
+        """The file as it is now ('' when it cannot be read), for an editor; for a directory, its files one
+        after the other, each under a ``# ==> name.txt <==`` comment."""
         try:
-            return self.path.read_bytes().decode("utf-8", errors="replace")
+            if not self.path.is_dir():
+                return self.path.read_bytes().decode("utf-8", errors="replace")
+            files = [
+                (file.name, file.read_bytes().decode("utf-8", errors="replace")) for file in label_files(self.path)
+            ]
+            return "\n".join(f"# ==> {name} <==\n{content.rstrip()}\n" for name, content in files)
         except OSError:
             return ""
 
     def write(self, data: bytes) -> None:
         """Replace the file (checked first, then written beside it and renamed over it); the watcher reloads it."""
+        if self.path.is_dir():
+            raise LabelFileError(
+                f"{self.path} is a labels directory, edited file by file: change, add or remove its *.txt files "
+                "(the server reloads them)"
+            )
         self._parse_within_limits(data)
         temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         temporary.write_bytes(data)
@@ -269,17 +341,40 @@ class LabelSource:
             self.model_thread.close()
 
     def _read_and_parse(self) -> ParsedLabels:
-        try:
-            self._check_size(self.path.stat().st_size)  # before reading: a huge file is never read in
-            data = self.path.read_bytes()
-        except FileNotFoundError as exc:
-            raise LabelFileError("file not found (deleted or renamed?)") from exc
-        except OSError as exc:
-            raise LabelFileError(f"cannot read: {exc.strerror}") from exc
-        parsed = self._parse_within_limits(data)
+        if self.path.is_dir():
+            parsed = self._read_directory()
+        else:
+            try:
+                data = self._read_limited(self.path)
+            except FileNotFoundError as exc:
+                raise LabelFileError("not found (deleted or renamed?)") from exc
+            except OSError as exc:
+                raise LabelFileError(f"cannot read: {exc.strerror}") from exc
+            parsed = self._parse_within_limits(data)
         for warning in parsed.warnings:
             log.warning("%s: %s", self.path, warning)
         return parsed
+
+    def _read_directory(self) -> ParsedLabels:
+        try:
+            files = label_files(self.path)
+        except OSError as exc:
+            raise LabelFileError(f"cannot list the directory: {exc.strerror}") from exc
+        contents = []
+        for file in files:
+            try:
+                contents.append((file.name, self._read_limited(file)))
+            except FileNotFoundError:
+                continue  # removed since the listing: its removal brings another reload
+            except OSError as exc:
+                raise LabelFileError(f"{file.name}: cannot read: {exc.strerror}") from exc
+            except LabelFileError as exc:
+                raise LabelFileError(f"{file.name}: {exc}") from None
+        return self._within_count(parse_label_files(contents, DEFAULT_TEMPLATES[self.modality]))
+
+    def _read_limited(self, path: Path) -> bytes:
+        self._check_size(path.stat().st_size)  # before reading: a huge file is never read in
+        return path.read_bytes()
 
     def _check_size(self, size: int) -> None:
         if size > self.limits.max_file_bytes:
@@ -287,7 +382,9 @@ class LabelSource:
 
     def _parse_within_limits(self, data: bytes) -> ParsedLabels:
         self._check_size(len(data))
-        parsed = parse_label_bytes(data, DEFAULT_TEMPLATES[self.modality])
+        return self._within_count(parse_label_bytes(data, DEFAULT_TEMPLATES[self.modality]))
+
+    def _within_count(self, parsed: ParsedLabels) -> ParsedLabels:
         if len(parsed.labels) > self.limits.max_labels:
             raise LabelFileError(f"{len(parsed.labels)} labels is over the limit of {self.limits.max_labels}")
         return parsed
@@ -312,4 +409,21 @@ class LabelSource:
             matrix=matrix,
             encode_ms=encode_ms,
             new_prompts=new_prompts,
+            groups=tuple(label.group for label in parsed.labels),
+            thresholds=tuple(label.thresholds for label in parsed.labels),
+            group_thresholds=dict(parsed.group_thresholds),
         )
+
+
+def label_files(folder: Path) -> list[Path]:
+    """The label files of a labels directory, in the order they count: every ``*.txt`` directly inside,
+    by name, leaving out hidden ones (editors' lock and temporary files)."""
+    return sorted((p for p in folder.iterdir() if _is_label_file_name(p.name) and p.is_file()), key=lambda p: p.name)
+
+
+def _in_directory(path: Path, folder: Path) -> bool:
+    return path.parent == folder and _is_label_file_name(path.name)
+
+
+def _is_label_file_name(name: str) -> bool:
+    return name.endswith(".txt") and not name.startswith(".")

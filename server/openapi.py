@@ -113,7 +113,7 @@ def _request_body(op: Operation) -> dict[str, Any]:
 
 def _ok(op: Operation) -> dict[str, Any]:
     body = {"schema": {"$ref": f"#/components/schemas/{op.response}"}}
-    # With `Accept: application/msgpack` the same map comes as msgpack (float32 numbers).
+    # With `Accept: application/msgpack` the same map comes as msgpack (float32 numbers where op.msgpack_float32).
     return {"description": op.response_description, "content": {"application/json": body, "application/msgpack": body}}
 
 
@@ -225,6 +225,34 @@ _COMPONENTS: dict[str, Any] = {
         },
     },
     "Labels": {"type": "object", "additionalProperties": {"type": "object"}},
+    "Events": {
+        "type": "object",
+        "required": ["events"],
+        "properties": {
+            "events": {
+                "type": "array",
+                "description": "oldest first (docs/event-log.md)",
+                "items": {
+                    "type": "object",
+                    "required": ["type", "modality", "stream", "state", "time"],
+                    "properties": {
+                        "type": {"type": "string", "enum": ["event"]},
+                        "modality": {"type": "string"},
+                        "stream": {"type": "string"},
+                        "client": {"type": "integer"},
+                        "label": {"type": ["string", "null"]},
+                        "group": {"type": ["string", "null"]},
+                        "state": {"type": "string", "enum": ["start", "end"]},
+                        "score": {"type": "number"},
+                        "seq": {"type": "integer"},
+                        "ts": {"type": "number"},
+                        "time": {"type": "number", "description": "the server's clock, seconds since the epoch"},
+                        "duration_s": {"type": "number", "description": "only on end"},
+                    },
+                },
+            }
+        },
+    },
     "Saved": {
         "type": "object",
         "properties": {"saved": {"type": "string"}, "reload": {"type": "string"}},

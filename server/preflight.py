@@ -1,4 +1,4 @@
-"""What ``sensorium serve`` checks before it loads anything: label files, models, and the port.
+"""What ``sensorium serve`` checks before it loads anything: label files (or directories), models, and the port.
 
 A mistyped path, a missing model or a taken port is reported at once, every problem together and once,
 instead of after minutes of loading or after the server said it was running.
@@ -17,7 +17,7 @@ BUNDLED_LABELS = Path(__file__).resolve().parent.parent / "labels"
 
 
 def find_label_file(path: Path, default_name: str) -> Path:
-    """The configured file, or for the default relative path, the copy shipped beside the package."""
+    """The configured file or directory, or for the default relative path, the copy shipped beside the package."""
     if path.exists() or path.is_absolute():
         return path
     bundled = BUNDLED_LABELS / default_name
@@ -29,14 +29,23 @@ def find_label_file(path: Path, default_name: str) -> Path:
 def problems(settings: Settings) -> list[str]:
     """Everything that would stop the server from starting, found without loading a model."""
     from .encoders import missing_model, model_specs
+    from .metrics import Metrics
+    from .outputs import build_outputs
 
     found = []
     for modality, path, serves in (
         ("image", settings.image_labels, settings.serves_image),
         ("audio", settings.audio_labels, settings.serves_audio),
     ):
-        if serves and not find_label_file(path, f"{modality}.txt").is_file():
-            found.append(f"--{modality}-labels {path}: no such file (labels/README.md describes the format)")
+        if serves and not _is_file_or_directory(find_label_file(path, f"{modality}.txt")):
+            found.append(
+                f"--{modality}-labels {path}: no such file or directory (a label file, or a directory of *.txt "
+                "label files; labels/README.md describes the format)"
+            )
+    try:
+        build_outputs(settings, Metrics())  # a mistyped --mqtt or --webhook, said now rather than after loading
+    except ValueError as exc:
+        found.append(str(exc))
     try:
         specs = model_specs(settings)
     except ValueError as exc:  # --device cuda without CUDA
@@ -45,6 +54,11 @@ def problems(settings: Settings) -> list[str]:
     if models:
         models[-1] += f". {DEV_MODELS_HINT}"
     return found + models
+
+
+def _is_file_or_directory(path: Path) -> bool:
+    # Whether a directory holds label files is the load's to say, with the reason, like a bad file's content.
+    return path.is_file() or path.is_dir()
 
 
 def listen(host: str, port: int) -> socket.socket:

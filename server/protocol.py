@@ -73,7 +73,21 @@ class Ping:
     ts: float | None
 
 
-ClientMessage = Frame | AudioChunk | End | Config | Ping
+@dataclass(frozen=True)
+class Watch:
+    """Receive other connections' results, events and thumbnails: of every stream, or of those named."""
+
+    streams: frozenset[str] | None  # None: every stream
+    token: str | None
+
+
+@dataclass(frozen=True)
+class Unwatch:
+    pass
+
+
+ClientMessage = Frame | AudioChunk | End | Config | Ping | Watch | Unwatch
+MAX_WATCHED_NAMES = 64
 
 
 def input_of(message: ClientMessage) -> tuple[Modality | None, str | None, int | None]:
@@ -219,6 +233,20 @@ def _parse_ping(f: _Fields) -> Ping:
     return Ping(ts=f.optional_float("ts"))
 
 
+def _parse_watch(f: _Fields) -> Watch:
+    streams = f.obj.get("streams", "*")
+    token = None if f.obj.get("token") is None else f.text("token")
+    if streams == "*":
+        return Watch(streams=None, token=token)
+    if (
+        not isinstance(streams, list)
+        or not 0 < len(streams) <= MAX_WATCHED_NAMES
+        or not all(isinstance(name, str) and 0 < len(name) <= MAX_STREAM_NAME for name in streams)
+    ):
+        raise f.fail(f"'streams' must be \"*\" or a list of 1 to {MAX_WATCHED_NAMES} stream names")
+    return Watch(streams=frozenset(streams), token=token)
+
+
 _INPUT_MODALITY: dict[str, Modality] = {"frame": "image", "audio": "audio"}
 _DEFAULT_STREAM = {"image": "camera", "audio": "mic"}
 _PARSERS: dict[str, Callable[[_Fields], ClientMessage]] = {
@@ -227,6 +255,8 @@ _PARSERS: dict[str, Callable[[_Fields], ClientMessage]] = {
     "end": _parse_end,
     "config": _parse_config,
     "ping": _parse_ping,
+    "watch": _parse_watch,
+    "unwatch": lambda f: Unwatch(),
 }
 
 
@@ -295,6 +325,7 @@ def result(
     timings: dict[str, float],
     dropped: int,
     window_s: float | None = None,
+    silent: bool = False,
 ) -> dict[str, Any]:
     msg: dict[str, Any] = {
         "type": "result",
@@ -309,4 +340,16 @@ def result(
     }
     if window_s is not None:
         msg["window_s"] = window_s
+    if silent:
+        msg["silent"] = True
     return msg
+
+
+def thumbnail(
+    modality: Modality, stream: str, seq: int, ts: float, width: int, height: int, data: bytes
+) -> dict[str, Any]:
+    """A small JPEG of an image stream, for watchers."""
+    return {
+        "type": "thumbnail", "modality": modality, "stream": stream, "seq": seq, "ts": ts,
+        "format": "jpeg", "width": width, "height": height, "data": data,
+    }  # fmt: skip

@@ -15,17 +15,21 @@ import numpy as np
 from . import __version__
 from .encoders import Encoder, build_encoder, model_specs
 from .errors import CloseCode
+from .eventlog import EventLog
 from .hub import ModelUnavailable
 from .inference import LocalEmbedder, ModelThread, warm_up
 from .labels import LabelFileError
 from .labelsets import EmbeddingCache, LabelLimits, LabelSet, LabelSource
 from .metrics import Metrics
+from .outputs import build_outputs
 from .preflight import find_label_file
 from .protocol import Modality
 from .registry import Registry
 from .session import Serving, SessionContext
 from .settings import Settings
+from .stream_events import EventConsumer
 from .streams import ScoreConsumer
+from .watching import EventOutput, Watch
 from .worker import FutureSink, ItemOutcome, Job, ModelWorker, StreamKey
 
 log = logging.getLogger("sensorium")
@@ -47,9 +51,19 @@ class Runtime:
         self.model_threads: dict[Modality, ModelThread] = {}
         self.serving: Serving | None = None  # what sessions use, once the models are ready
         # Per-stream consumers of full score vectors (server/streams.py): each factory may give one per new stream.
-        self.consumer_factories: list[Callable[[StreamKey], ScoreConsumer | None]] = []
+        self.consumer_factories: list[Callable[[StreamKey], ScoreConsumer | None]] = [
+            lambda key: EventConsumer(key, settings)
+        ]
         self.sessions = Registry(settings.max_connections)
         self.metrics = Metrics()
+        # Where events go beyond the connections: MQTT, webhooks (server/outputs.py), the log (server/eventlog.py).
+        self.outputs: list[EventOutput] = list(build_outputs(settings, self.metrics))
+        self.event_log: EventLog | None = None  # GET /v1/events reads it
+        if settings.data_dir:
+            folder = Path(settings.data_dir).expanduser()
+            self.event_log = EventLog(folder, settings.event_log_days, settings.event_log_max_rows, self.metrics)
+            self.outputs.append(self.event_log)
+        self.watch = Watch(self.metrics, self.outputs)
         self.metrics.watch_connections(lambda: len(self.sessions))
         self.cache = EmbeddingCache(Path(settings.label_cache).expanduser() if settings.label_cache else None)
         self.audio_rate = 48_000
@@ -60,13 +74,14 @@ class Runtime:
         self._tasks: list[asyncio.Task[Any]] = []
         self._request_ids = itertools.count(1)
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.event_log: Any = None  # server/eventlog.py's EventLog when --data-dir is set (GET /v1/events reads it)
 
     # --- lifecycle ------------------------------------------------------------
 
     async def start(self) -> None:
         """Begin loading in the background; the server answers /health meanwhile."""
         self.loop = asyncio.get_running_loop()
+        for output in self.outputs:
+            output.start()  # returns at once: a broker or receiver that is down does not hold the start
         self._tasks.append(asyncio.create_task(self._load_and_serve(), name="load-models"))
 
     async def _load_and_serve(self) -> None:
@@ -97,6 +112,7 @@ class Runtime:
             self.welcome,
             {modality: encoder.prepare_one for modality, encoder in self.encoders.items()},
             audio.mel_stream if audio is not None else None,
+            self._label_set,
         )
         self.state = "ok"
         self._ready.set()
@@ -121,7 +137,7 @@ class Runtime:
                 path,
                 encoder,
                 self.cache,
-                self.sessions.broadcast,
+                self._announce_labels,
                 self.settings.reload_debounce_ms,
                 limits=LabelLimits(self.settings.max_labels, self.settings.max_label_file_bytes),
                 metrics=self.metrics,
@@ -140,6 +156,18 @@ class Runtime:
                 self.audio_rate = encoder.sample_rate or self.audio_rate
             thread.call(warm_up, encoder, self._warm_up_input(modality))
         log.info("models loaded and warmed up in %.1f s", time.perf_counter() - started)
+
+    def _label_set(self, modality: Modality) -> LabelSet | None:
+        source = self.label_sources.get(modality)
+        return source.current if source is not None else None
+
+    def _announce_labels(self, message: dict[str, Any]) -> None:
+        """A label file reloaded (or failed to): clients are told, and the outputs learn the new labels."""
+        self.sessions.broadcast(message)
+        label_set = self._label_set(message["modality"]) if message["type"] == "labels" else None
+        if label_set is not None:
+            groups = [g for g in getattr(label_set, "groups", ()) if g]
+            self.watch.relabelled(label_set.modality, label_set.version, label_set.names, groups)
 
     def _warm_up_input(self, modality: Modality) -> Any:
         if modality == "image":
@@ -164,6 +192,8 @@ class Runtime:
             worker.close()
         for source in self.label_sources.values():
             source.close()
+        # Last, so the events that closing connections ended still go out (each waits at most 2 s).
+        await asyncio.gather(*(asyncio.to_thread(output.close, 2.0) for output in self.outputs))
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Graceful shutdown: take no new connections or inputs, finish what the models hold, send the
@@ -189,7 +219,7 @@ class Runtime:
 
     def session_context(self) -> SessionContext:
         """What a WebSocket session may see of the server."""
-        return SessionContext(self.settings, self.metrics, self.sessions, self._serving, self._consumers)
+        return SessionContext(self.settings, self.metrics, self.sessions, self._serving, self.watch, self._consumers)
 
     def _consumers(self, stream: StreamKey) -> list[ScoreConsumer]:
         return [consumer for factory in self.consumer_factories if (consumer := factory(stream)) is not None]

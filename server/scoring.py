@@ -24,7 +24,12 @@ def softmax_scores(similarity: np.ndarray, logit_scale: float) -> np.ndarray:
 
 
 def top_labels(
-    names: tuple[str, ...], scores: np.ndarray, similarity: np.ndarray, top_k: int, min_score: float
+    names: tuple[str, ...],
+    scores: np.ndarray,
+    similarity: np.ndarray,
+    top_k: int,
+    min_score: float,
+    groups: tuple[str | None, ...] | None = None,
 ) -> list[dict[str, Any]]:
     """The ``top_k`` best labels of one row, by score, without those under ``min_score``."""
     count = len(names)
@@ -33,7 +38,12 @@ def top_labels(
     candidates = np.argpartition(scores, count - k)[count - k :] if k < count else np.arange(count)
     ranked = candidates[np.argsort(-scores[candidates], kind="stable")]
     return [
-        {"label": names[i], "score": float(scores[i]), "similarity": float(similarity[i])}
+        {
+            "label": names[i],
+            "score": float(scores[i]),
+            "similarity": float(similarity[i]),
+            "group": groups[i] if groups else None,
+        }
         for i in ranked
         if scores[i] >= min_score
     ]
@@ -65,7 +75,8 @@ class Scores:
     scores: np.ndarray  # (labels,) softmax over the whole set
 
     def top(self, top_k: int, min_score: float) -> list[dict[str, Any]]:
-        return top_labels(self.label_set.names, self.scores, self.similarity, top_k, min_score)
+        groups = getattr(self.label_set, "groups", None)  # label files' groups, where the set has them
+        return top_labels(self.label_set.names, self.scores, self.similarity, top_k, min_score, groups)
 
 
 def score_batch(embeddings: np.ndarray, label_sets: list[LabelMatrix], logit_scale: float) -> list[Scores]:

@@ -20,17 +20,17 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import protocol
-from .audio import Window, WindowBuffer, decode_pcm
 from .errors import CloseCode, ErrorCode, InputError
-from .imaging import decode_image
+from .intake import Intake, TakenAudio
 from .metrics import Metrics
-from .protocol import DEFAULT_TOP_K, AudioChunk, Config, End, Frame, Modality, Ping
+from .protocol import DEFAULT_TOP_K, AudioChunk, Config, End, Frame, Modality, Ping, Unwatch, Watch
 from .registry import Registry
 from .scoring import Scores
 from .security import SUBPROTOCOL, origin_allowed, presented_token, token_accepted
 from .settings import Settings
 from .streams import Outbox, ResultOptions, ScoreConsumer, StreamState
 from .timing import ms_between, ms_since
+from .watching import Watch as WatchHub
 from .worker import ItemOutcome, Job, ModelWorker, StreamKey
 
 log = logging.getLogger("sensorium.session")
@@ -51,6 +51,7 @@ class Serving:
     welcome: Callable[[], dict[str, Any]]
     prepare_one: Mapping[Modality, Callable[[Any], Any]] = field(default_factory=dict)  # per input, any thread
     mel_stream: Callable[[int], Any] | None = None  # the audio model's streaming front end (server/melspec.py)
+    label_set: Callable[[Modality], Any] = field(default=lambda modality: None)  # the label file's current set
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class SessionContext:
     metrics: Metrics
     registry: Registry  # admission, release, broadcast
     serving: Callable[[], Awaitable[Serving | None]]  # waits for the models; None when they failed to load
+    watch: WatchHub  # live streams, watchers, event outputs
     consumers: Callable[[StreamKey], list[ScoreConsumer]] = field(default=lambda key: [])  # per new stream
 
 
@@ -87,6 +89,8 @@ class Session:
         self.streams: dict[StreamKey, StreamState] = {}
         self.closed = False
         self.serving: Serving | None = None
+        self.intake: Intake | None = None
+        self.watch = context.watch
         self._recent_errors: deque[float] = deque()
 
     async def run(self) -> None:
@@ -103,14 +107,18 @@ class Session:
             if self.serving is None:
                 await self.websocket.close(code=CloseCode.MODELS_FAILED, reason="models failed to load")
                 return
-            self.send(self.serving.welcome())
+            self.intake = Intake(self.settings, self.serving)
+            self.send({**self.serving.welcome(), "client": self.id})
             await self._receive_loop()
         finally:
             self.closed = True
             self.context.registry.release(self)
+            self.watch.unsubscribe(self)
             if self.serving is not None:
                 for worker in self.serving.workers.values():
                     worker.queue.discard(set(self.streams))
+            for state in list(self.streams.values()):
+                self._stream_gone(state)  # its open events end, for watchers and outputs
             sender.cancel()
 
     def _refusal(self) -> tuple[int, str] | None:
@@ -168,26 +176,52 @@ class Session:
 
     async def _handle(self, message: protocol.ClientMessage, received: float) -> None:
         assert self.serving is not None
+        assert self.intake is not None
         if isinstance(message, Frame):
             worker, state = self._admit_input("image", message.stream)
-            # Decoding a large JPEG and preprocessing it take milliseconds: off the loop, so pings and other
-            # clients go on, and off the model's thread, which meanwhile encodes the inputs before this one.
-            image, decoded, preprocess_ms = await asyncio.to_thread(self._take_frame, message)
-            self._submit(worker, state, message.seq, message.ts, image, received, None, preprocess_ms, decoded)
+            # Decoding a large JPEG and preprocessing it take milliseconds: off the loop (server/intake.py).
+            thumbnail = self.watch.thumbnail_due(state.key)
+            frame = await asyncio.to_thread(self.intake.frame, message, thumbnail)
+            self._submit(
+                worker, state, message.seq, message.ts, frame.image, received, None, frame.preprocess_ms,
+                frame.decoded, at=received,
+            )  # fmt: skip
+            if frame.thumbnail is not None:
+                self.watch.thumbnail(
+                    state.key, protocol.thumbnail("image", message.stream, message.seq, message.ts, *frame.thumbnail)
+                )
         elif isinstance(message, AudioChunk):
             worker, state = self._admit_input("audio", message.stream)
-            # Decoding, resampling and the mel features of the new audio: off the loop and off the model's
-            # thread, one message at a time (the receive loop awaits each), so a stream's state is never shared.
-            window, features, features_ms = await asyncio.to_thread(self._take_audio, state, message)
-            if window is not None:
-                self._count_dropped(state, window.skipped)
-                self._submit(worker, state, window.seq, window.ts, features, received, window.seconds, features_ms)
+            # Decoding, resampling and the mel features of the new audio: off the loop (server/intake.py).
+            self._take_window(worker, state, await asyncio.to_thread(self.intake.audio, state, message), received)
         elif isinstance(message, End):
             await self._end_stream(message, received)
         elif isinstance(message, Config):
             self._configure(message)
         elif isinstance(message, Ping):
             self.send(protocol.pong(message.ts, time.time()))
+        elif isinstance(message, Watch):
+            if message.token is not None and not token_accepted(self.settings.token, message.token):
+                self.send(protocol.error(ErrorCode.UNAUTHORIZED, "a valid token is required to watch"))
+                await self.close(CloseCode.UNAUTHORIZED, "a valid token is required")
+                return
+            self.watch.subscribe(self, message.streams)
+        elif isinstance(message, Unwatch):
+            self.watch.unsubscribe(self)
+
+    def _take_window(self, worker: ModelWorker, state: StreamState, taken: TakenAudio, received: float) -> None:
+        """An audio window to the model, or, when it is silent, its result at once without the model."""
+        window = taken.window
+        if window is None:
+            return
+        self._count_dropped(state, window.skipped)
+        if taken.silent:
+            self._send_silent(state, window.seq, window.ts, taken.at, received, window.seconds)
+            return
+        self._submit(
+            worker, state, window.seq, window.ts, taken.payload, received, window.seconds, taken.features_ms,
+            at=taken.at,
+        )  # fmt: skip
 
     def _admit_input(self, modality: Modality, stream: str) -> tuple[ModelWorker, StreamState]:
         """The model and stream state for an input, once it is known the input can be taken."""
@@ -205,60 +239,11 @@ class Session:
                 limit = self.settings.max_streams
                 raise InputError(ErrorCode.TOO_MANY_STREAMS, f"at most {limit} streams per connection")
             state = self.streams[key] = StreamState(key, consumers=self.context.consumers(key))
+            label_set = self.serving.label_set(modality)
+            names = label_set.names if label_set is not None else ()
+            groups = [g for g in getattr(label_set, "groups", ()) if g]
+            self.watch.stream_started(key, label_set.version if label_set is not None else 0, names, groups)
         return worker, state
-
-    def _take_frame(self, message: Frame) -> tuple[Any, float, float]:
-        """The frame decoded and preprocessed; when decoding ended (perf_counter), and the preprocess time."""
-        assert self.serving is not None
-        image = decode_image(
-            message.data,
-            message.format,
-            self.settings.max_image_pixels,
-            self.serving.image_side,
-            width=message.width,
-            height=message.height,
-            pixel_format=message.pixel_format,
-        )
-        decoded = time.perf_counter()
-        prepare = self.serving.prepare_one.get("image")
-        prepared = image if prepare is None else prepare(image)
-        return prepared, decoded, ms_since(decoded)
-
-    def _take_audio(self, state: StreamState, message: AudioChunk) -> tuple[Window | None, Any, float]:
-        samples = decode_pcm(
-            message.data, message.sample_rate, message.channels, message.dtype, self.settings.max_audio_chunk_seconds
-        )
-        window = self._audio_buffer(state).push(samples, message.sample_rate, message.seq, message.ts)
-        return (window, *self._front_end(state, window, on_grid=True))
-
-    def _audio_buffer(self, state: StreamState) -> WindowBuffer:
-        if state.audio is None:
-            assert self.serving is not None
-            settings = self.settings
-            state.audio = WindowBuffer(self.serving.audio_rate, settings.audio_window, settings.audio_hop)
-            if self.serving.mel_stream is not None:
-                state.mel = self.serving.mel_stream(state.audio.window_samples)
-                state.audio.tap = state.mel.push if state.mel is not None else None
-        return state.audio
-
-    def _front_end(self, state: StreamState, window: Window | None, on_grid: bool) -> tuple[Any, float]:
-        """What goes to the model for a window: its mel features where the model has a streaming front end
-        (only the new audio's frames are computed), else the samples; and the time that took."""
-        if window is None:
-            return None, 0.0
-        started = time.perf_counter()
-        if state.mel is None:
-            assert self.serving is not None
-            prepare = self.serving.prepare_one.get("audio")
-            payload = window.samples if prepare is None else prepare(window.samples)
-            return payload, ms_since(started)
-        length, lag = len(window.samples), 0
-        if on_grid:
-            # Ending the window on the front end's frame grid (< 10 ms early) keeps it to the new frames only.
-            lag = state.mel.total % state.mel.config.hop_length
-            length = min(length, state.mel.total - lag)
-        features = state.mel.features(length, lag=lag)
-        return features, ms_since(started)
 
     def _submit(
         self,
@@ -271,6 +256,8 @@ class Session:
         window_s: float | None = None,
         preprocess_ms: float = 0.0,
         decoded: float | None = None,
+        *,
+        at: float,
     ) -> None:
         """Queue an input for its model; ``decoded`` is when decoding ended, if not now."""
         state.pending += 1
@@ -287,6 +274,7 @@ class Session:
                 window_s=None if window_s is None else round(window_s, 3),
                 options=self.options,
                 preprocess_ms=preprocess_ms,
+                at=at,
             )
         )
 
@@ -299,17 +287,10 @@ class Session:
             return
         state.ending = True
         worker = self.serving.workers.get(message.modality)
-        if state.audio is not None and worker is not None:
+        if state.audio is not None and worker is not None and self.intake is not None:
             # Draining the resampler and the tail's features: off the loop, like every other audio step.
-            tail, payload, features_ms = await asyncio.to_thread(self._take_tail, state, message)
-            if tail is not None:
-                self._submit(worker, state, tail.seq, tail.ts, payload, received, tail.seconds, features_ms)
+            self._take_window(worker, state, await asyncio.to_thread(self.intake.tail, state, message), received)
         self._finish_if_ended(state)
-
-    def _take_tail(self, state: StreamState, message: End) -> tuple[Window | None, Any, float]:
-        assert state.audio is not None
-        tail = state.audio.flush(message.seq if message.seq is not None else -1, time.time())
-        return (tail, *self._front_end(state, tail, on_grid=False))
 
     def _configure(self, message: Config) -> None:
         top_k = self.options.top_k if message.top_k is None else message.top_k
@@ -357,27 +338,57 @@ class Session:
         }
         self.context.metrics.observe_result(state.key.modality, timings)
         dropped, state.dropped = state.dropped, 0
-        self.send(
-            protocol.result(
-                modality=state.key.modality,
-                stream=state.key.name,
-                seq=job.seq,
-                ts=job.ts,
-                labels_version=scores.label_set.version,
-                top=scores.top(options.top_k, options.min_score),
-                timings=timings,
-                dropped=dropped,
-                window_s=job.window_s,
-            )
+        result = protocol.result(
+            modality=state.key.modality,
+            stream=state.key.name,
+            seq=job.seq,
+            ts=job.ts,
+            labels_version=scores.label_set.version,
+            top=scores.top(options.top_k, options.min_score),
+            timings=timings,
+            dropped=dropped,
+            window_s=job.window_s,
         )
+        self.send(result)
+        self.watch.result(state.key, result)
         # Consumers see every label's score, not only the top ones sent, so a label leaving the top is seen too.
         for consumer in state.consumers:
-            for message in consumer.consume(state.key, job.seq, job.ts, scores):
+            self._send_events(state, consumer.consume(job.seq, job.ts, job.at, scores))
+
+    def _send_silent(self, state: StreamState, seq: int, ts: float, at: float, received: float, seconds: float) -> None:
+        """A silent window's result: no model, no labels, but its hop accounted for like any other."""
+        self.context.metrics.silent.inc()
+        timings = {"total_ms": ms_since(received)}
+        self.context.metrics.observe_result(state.key.modality, timings)
+        dropped, state.dropped = state.dropped, 0
+        label_set = self.serving.label_set(state.key.modality) if self.serving is not None else None
+        result = protocol.result(
+            modality=state.key.modality, stream=state.key.name, seq=seq, ts=ts,
+            labels_version=label_set.version if label_set is not None else 0, top=[], timings=timings,
+            dropped=dropped, window_s=round(seconds, 3), silent=True,
+        )  # fmt: skip
+        self.send(result)
+        self.watch.result(state.key, result)
+        for consumer in state.consumers:
+            self._send_events(state, consumer.silent(seq, ts, at))
+
+    def _send_events(self, state: StreamState, messages: list[dict[str, Any]]) -> None:
+        for message in messages:
+            if not self.closed:
                 self.send(message)
+            if message["type"] == "event":
+                self.watch.event(state.key, message)
+
+    def _stream_gone(self, state: StreamState) -> None:
+        """A stream ended or its connection closed: its open events end, and watchers see it go."""
+        for consumer in state.consumers:
+            self._send_events(state, consumer.close())
+        self.watch.stream_ended(state.key)
 
     def _finish_if_ended(self, state: StreamState) -> None:
         if state.ending and state.pending <= 0:
             del self.streams[state.key]
+            self._stream_gone(state)
             self.send(protocol.ended(state.key.modality, state.key.name))
 
     # --- sending ------------------------------------------------------------

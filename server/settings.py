@@ -69,10 +69,12 @@ class Settings:
         50.0,
     )
     image_labels: Path = flag(
-        "labels", "image label file, watched for changes (default %(default)s)", Path("labels/image.txt")
+        "labels",
+        "image label file, or a folder of *.txt label files (a group each), watched for changes (default %(default)s)",
+        Path("labels/image.txt"),
     )
     audio_labels: Path = flag(
-        "labels", "audio label file, watched for changes (default %(default)s)", Path("labels/audio.txt")
+        "labels", "audio label file or folder, watched for changes (default %(default)s)", Path("labels/audio.txt")
     )
     allow_label_edits: bool = flag(
         "labels", "let the dashboard (and PUT /v1/labels/MODALITY) rewrite the label files", False
@@ -189,6 +191,8 @@ class Settings:
             raise ValueError("--event-end must not be above --event-start")
         if min(self.event_min_seconds, self.event_hold_seconds) < 0 or self.event_smooth_seconds < 0:
             raise ValueError("--event-min-seconds, --event-hold-seconds and --event-smooth-seconds must be >= 0")
+        if self.event_log_days <= 0 or self.event_log_max_rows < 1:
+            raise ValueError("--event-log-days must be positive and --event-log-max-rows at least 1")
         if self.event_baseline_seconds <= 0:
             raise ValueError("--event-baseline-seconds must be positive")
         if self.token is not None and (not self.token or not self.token.isascii() or not self.token.isprintable()

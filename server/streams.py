@@ -26,8 +26,20 @@ class ResultOptions:
 
 
 class ScoreConsumer(Protocol):
-    def consume(self, stream: StreamKey, seq: int, ts: float, scores: Scores) -> list[dict[str, Any]]:
-        """See one scored input of ``stream``; return messages to send after its result (often none)."""
+    """Per-stream logic over whole score vectors (events); each method returns messages to send (often none).
+
+    ``at`` is the stream's own clock in seconds: for audio the audio received so far (a file sent faster than
+    real time keeps its durations), for images the server's arrival time."""
+
+    def consume(self, seq: int, ts: float, at: float, scores: Scores) -> list[dict[str, Any]]: ...
+
+    def silent(self, seq: int, ts: float, at: float) -> list[dict[str, Any]]:
+        """An input with nothing in it (a silent audio window) that the model did not see."""
+        ...
+
+    def close(self) -> list[dict[str, Any]]:
+        """The stream ended or its connection closed."""
+        ...
 
 
 @dataclass
@@ -38,6 +50,7 @@ class StreamState:
     ending: bool = False  # the client sent ``end``; ``ended`` follows once nothing is pending
     audio: WindowBuffer | None = None
     mel: Any = None  # the audio model's streaming front end for this stream (server/melspec.py), if any
+    audio_seconds: float = 0.0  # of audio received: the stream's clock for its events
     consumers: list[ScoreConsumer] = field(default_factory=list)
 
 

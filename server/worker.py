@@ -57,6 +57,7 @@ class Job:
     oneshot: bool = False  # a one-shot request (HTTP), not a stream: never waited for, never makes others wait
     options: Any = None  # the sink's own per-input options (a session's top_k and min_score); never read here
     preprocess_ms: float = 0.0  # preprocessing done before the job was queued (a streaming front end's)
+    at: float = 0.0  # the stream's clock, for its events (server/streams.py's ScoreConsumer says which)
     enqueued: float = field(default_factory=time.perf_counter)
 
 

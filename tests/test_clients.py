@@ -25,9 +25,10 @@ import soundfile
 import websockets
 
 from clients import client as client_lib
-from clients import microphone, webcam
+from clients import microphone, script, webcam
 from clients.client import SensoriumClient
 from clients.ledger import Ledger
+from clients.messages import StreamInfo
 from clients.terminal import LivePrinter
 
 from .helpers import REPO, LiveServer, free_port, live_server, pack, tone
@@ -143,7 +144,7 @@ def test_webcam_client_rides_out_a_server_restart(settings, tmp_path):
     video = write_video(tmp_path / "long.mp4", frames=80)
     args = argparse.Namespace(
         source=str(video), url=f"ws://127.0.0.1:{port}/ws", stream="camera", quality=80, max_side=640, inflight=2,
-        fps=10.0, top_k=None, min_score=None, headless=True, duration=0, frames=0, connect_timeout=5,
+        fps=10.0, top_k=None, min_score=None, headless=True, duration=0, frames=0, connect_timeout=5, events=False,
     )  # fmt: skip
     first = LiveServer(settings, port=port)
     first.start()
@@ -364,7 +365,7 @@ def test_webcam_ends_its_stream_and_the_server_settles_the_books(tmp_path):
         async with fake_server(handler) as url:
             args = argparse.Namespace(
                 source=str(video), url=url, stream="camera", quality=80, max_side=640, inflight=6, fps=0.0,
-                top_k=None, min_score=None, headless=True, duration=0, frames=0, connect_timeout=5,
+                top_k=None, min_score=None, headless=True, duration=0, frames=0, connect_timeout=5, events=False,
             )  # fmt: skip
             client = SensoriumClient(url, on_status=lambda _: None)
             started = time.monotonic()
@@ -376,7 +377,7 @@ def test_webcam_ends_its_stream_and_the_server_settles_the_books(tmp_path):
     ledger = client.ledger
     assert (ledger.sent, ledger.results, ledger.dropped) == (6, 5, 1)  # the lost frame is counted, not owed
     assert ledger.in_flight("image", "camera") == 0 and ledger.has_ended("image", "camera")
-    assert took < client_lib.END_WAIT_S  # it did not sit out the timeout
+    assert took < script.END_WAIT_S  # it did not sit out the timeout
 
 
 def test_mic_file_ends_its_stream_and_waits_for_the_tail(tmp_path, capsys):
@@ -403,7 +404,7 @@ def test_mic_file_ends_its_stream_and_waits_for_the_tail(tmp_path, capsys):
         async with fake_server(handler) as url:
             args = argparse.Namespace(
                 file=str(wav), fast=True, device=None, chunk_ms=200, stream="mic", url=url, top_k=None,
-                min_score=None, duration=0, connect_timeout=5,
+                min_score=None, duration=0, connect_timeout=5, events=False,
             )  # fmt: skip
             client = SensoriumClient(url, on_status=lambda _: None)
             await microphone.stream_audio(args, client, LivePrinter(io.StringIO(), live=False))
@@ -429,11 +430,11 @@ def test_a_server_that_does_not_know_end_is_not_waited_for():
             assert await client.send_audio(bytes(3200), 7, 16000)
             assert await client.end_stream("audio", "mic")
             started = time.monotonic()
-            ended = await client.wait_ended("audio", "mic", timeout=client_lib.END_WAIT_S)
+            ended = await client.wait_ended("audio", "mic", timeout=script.END_WAIT_S)
             return ended, time.monotonic() - started
 
     ended, took = asyncio.run(scenario())
-    assert not ended and took < client_lib.END_WAIT_S / 2
+    assert not ended and took < script.END_WAIT_S / 2
 
 
 @pytest.mark.parametrize(("seconds", "hops"), [(3.5, 4), (3.0, 3)])
@@ -451,4 +452,218 @@ def test_mic_file_tail_is_classified(server, tmp_path, seconds, hops):
     assert counts["results"] + counts["dropped"] == hops, done.stdout
     results = re.findall(r"^\[audio mic #(\d+)\]", done.stdout, re.MULTILINE)
     assert int(results[-1]) == chunks - 1  # the last window holds the last chunk
-    assert time.monotonic() - started < client_lib.END_WAIT_S  # the server said ``ended``; no timeout
+    assert time.monotonic() - started < script.END_WAIT_S  # the server said ``ended``; no timeout
+
+
+# --- events, silence and watching ------------------------------------------------------------------
+
+
+def fake_event(stream: str, seq: int, state: str, label: str | None = "cat", **extra: Any) -> bytes:
+    message = {"type": "event", "modality": "image", "stream": stream, "client": 1, "label": label, "group": None,
+               "state": state, "score": 4.5, "seq": seq, "ts": 0.0, "time": time.time()}  # fmt: skip
+    if state == "end":
+        message["duration_s"] = 1.5
+    return pack({**message, **extra})
+
+
+def test_the_client_types_events_and_watched_copies_and_keeps_copies_off_the_books():
+    watches: list[tuple[int, dict[str, Any]]] = []
+    connections = 0
+
+    async def handler(ws: Any) -> None:
+        nonlocal connections
+        connections += 1
+        connection = connections
+        await ws.send(pack({**WELCOME, "client": connection}))
+        async for message in messages(ws):
+            if message["type"] == "watch":
+                watches.append((connection, message))
+                door = {"client": 2, "modality": "image", "stream": "door", "labels_version": 1, "since": 5.0}
+                await ws.send(pack({"type": "streams", "streams": [door]}))
+                await ws.send(pack({**msgpack.unpackb(fake_result("image", "door", 41)), "client": 2, "watched": True}))
+                await ws.send(fake_event("door", 41, "start", client=2, watched=True))
+                await ws.send(pack({"type": "thumbnail", "client": 2, "modality": "image", "stream": "door",
+                                    "seq": 41, "ts": 0.0, "format": "jpeg", "width": 160, "height": 120,
+                                    "data": b"\xff\xd8"}))  # fmt: skip
+            elif message["type"] == "frame":
+                await ws.send(fake_result("image", "camera", message["seq"]))
+                await ws.send(fake_event("camera", message["seq"], "start"))
+                await ws.send(fake_event("camera", message["seq"], "end"))
+                if connection == 1:
+                    await ws.close(1012, "restarting")
+
+    async def scenario() -> tuple[SensoriumClient, list[Any]]:
+        got: list[Any] = []
+        async with fake_server(handler) as url, SensoriumClient(url, on_status=lambda _: None) as client:
+            assert client.client_id == 1
+            assert await client.watch(token="t")
+            assert await client.send_frame(b"jpeg", 0)
+            async for message in client.events():
+                got.append(message)
+                if isinstance(message, client_lib.Event) and message.state == "end":
+                    break
+            await client.wait_until(lambda: len(watches) == 2, timeout=10)  # sent again on the new connection
+            assert client.client_id == 2
+        return client, got
+
+    client, got = asyncio.run(scenario())
+    assert [w for _, w in watches] == [{"type": "watch", "streams": "*", "token": "t"}] * 2
+    kinds = [type(m).__name__ for m in got]
+    assert kinds == ["Streams", "Result", "Event", "Thumbnail", "Result", "Event", "Event"], kinds
+    streams, watched_result, watched_event, thumbnail = got[:4]
+    assert streams.streams == (StreamInfo(2, "image", "door", 1, 5.0),)
+    assert watched_result.watched and watched_result.client == 2 and watched_result.round_trip_ms is None
+    assert watched_event.watched and watched_event.stream == "door"
+    assert (thumbnail.client, thumbnail.width, thumbnail.data) == (2, 160, b"\xff\xd8")
+    own_result, start, end = got[4:]
+    assert not own_result.watched and own_result.round_trip_ms is not None
+    assert (start.state, end.state, end.duration_s, start.watched) == ("start", "end", 1.5, False)
+    ledger = client.ledger
+    assert (ledger.sent, ledger.results, ledger.event_starts, ledger.event_ends) == (1, 1, 1, 1)
+    assert ledger.events_by_label == {"cat": 1}
+
+
+@pytest.mark.parametrize("events_only", [True, False])
+def test_webcam_events_prints_events_and_no_results(tmp_path, events_only):
+    video = write_video(tmp_path / "clip.mp4", frames=6)
+
+    async def handler(ws: Any) -> None:
+        await ws.send(pack(WELCOME))
+        async for message in messages(ws):
+            if message["type"] == "frame":
+                await ws.send(fake_result("image", message["stream"], message["seq"]))
+                if message["seq"] in (1, 4):
+                    await ws.send(
+                        fake_event(message["stream"], message["seq"], "start" if message["seq"] == 1 else "end")
+                    )
+            elif message["type"] == "end":
+                await ws.send(pack({"type": "ended", "modality": "image", "stream": message["stream"]}))
+
+    async def scenario() -> tuple[SensoriumClient, str]:
+        out = io.StringIO()
+        async with fake_server(handler) as url:
+            args = argparse.Namespace(
+                source=str(video), url=url, stream="camera", quality=80, max_side=640, inflight=6, fps=0.0,
+                top_k=None, min_score=None, headless=True, duration=0, frames=0, connect_timeout=5,
+                events=events_only,
+            )  # fmt: skip
+            client = SensoriumClient(url, on_status=lambda _: None)
+            await webcam.stream_video(args, client, LivePrinter(out, live=False))
+        return client, out.getvalue()
+
+    client, out = asyncio.run(scenario())
+    lines = out.splitlines()
+    events = [
+        line
+        for line in lines
+        if re.fullmatch(r"\d\d:\d\d:\d\d  image camera  cat  (start  z=4\.5|end after 1\.5 s)", line)
+    ]
+    assert len(events) == 2 and events[0].endswith("z=4.5")
+    assert len(lines) == (2 if events_only else 8)  # with --events nothing but the events
+    assert (client.ledger.results, client.ledger.event_starts, client.ledger.event_ends) == (6, 1, 1)
+
+
+# Thresholds low enough that the small random models start and end events within seconds of input.
+EAGER_EVENTS = {"event_start": 0.5, "event_end": 0.0, "event_min_seconds": 0.0, "event_hold_seconds": 0.0}
+EVENT_LINE = r"\d\d:\d\d:\d\d  {source}  .+  (start  z=-?\d+\.\d|end after \d+\.\d s|end)"
+
+
+def event_lines(text: str, source: str) -> list[str]:
+    return [line for line in text.splitlines() if re.fullmatch(EVENT_LINE.format(source=source), line)]
+
+
+def summary_events(text: str) -> tuple[int, int]:
+    match = re.search(r"^events started (\d+), ended (\d+)", text, re.MULTILINE)
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+def test_webcam_events_against_the_server(settings):
+    with live_server(replace(settings, **EAGER_EVENTS)) as server:
+        done = cli("webcam", "--source", str(REPO / "samples" / "slideshow.mp4"), "--headless", "--events",
+                   "--url", server.ws)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    counts = summary_counts(done.stdout)
+    assert counts["sent"] == 60 and counts["results"] + counts["dropped"] == 60 and counts["errors"] == 0
+    events = event_lines(done.stdout, "image camera")
+    starts = [line for line in events if "  start  " in line]
+    assert starts, done.stdout  # the scenes change: some label rises over its baseline
+    assert summary_events(done.stdout) == (len(starts), len(events) - len(starts))
+    summary = ("frames sent ", "round trip ", "server stage medians", "events started ")
+    others = [line for line in done.stdout.splitlines() if line not in events and not line.startswith(summary)]
+    assert others == []  # no result lines: nothing but the events and the summary
+
+
+def test_mic_events_against_the_server(settings, tmp_path):
+    rng = np.random.default_rng(0)
+    sound = np.concatenate([0.1 * rng.standard_normal(10 * 16000), tone(880, 6, 16000, amplitude=0.5)])
+    wav = tmp_path / "noise_then_tone.wav"
+    soundfile.write(wav, sound.astype(np.float32), 16000, subtype="PCM_16")
+    with live_server(replace(settings, **EAGER_EVENTS)) as server:
+        done = cli("mic", "--file", str(wav), "--fast", "--events", "--url", server.ws)
+    assert done.returncode == 0, done.stderr
+    events = event_lines(done.stdout, "audio mic")
+    assert [line for line in events if "  start  " in line], done.stdout
+    assert not re.search(r"^\[audio mic #", done.stdout, re.MULTILINE)
+    counts = summary_counts(done.stdout)
+    assert counts["sent"] == 80 and counts["errors"] == 0 and "audio sent 16.0 s" in done.stdout
+
+
+def test_silent_audio_comes_back_marked_silent(server, tmp_path):
+    wav = tmp_path / "silence.wav"
+    soundfile.write(wav, np.zeros(int(3.5 * 16000), np.float32), 16000, subtype="PCM_16")
+    done = cli("mic", "--file", str(wav), "--fast", "--url", server.ws)
+    assert done.returncode == 0, done.stderr
+    counts = summary_counts(done.stdout)
+    assert counts["sent"] == 18 and counts["errors"] == 0 and counts["lost"] == 0
+    assert counts["results"] + counts["dropped"] == 4  # every window answered or counted dropped, as with sound
+    results = re.findall(r"^\[audio mic #\d+\] (.*)  \(\d+ ms\)$", done.stdout, re.MULTILINE)
+    assert results and results == ["(silent)"] * counts["results"], done.stdout
+    assert f"silent results {counts['results']} " in done.stdout
+
+
+def test_a_watching_client_gets_typed_copies_of_another_clients_stream(settings):
+    pictures = [(REPO / "samples" / name).read_bytes() for name in ("cat.jpg", "coffee.jpg", "astronaut.jpg")]
+
+    async def scenario(url: str) -> tuple[SensoriumClient, SensoriumClient, list[Any]]:
+        got: list[Any] = []
+
+        def listed() -> set[tuple[int, str, str]]:  # the streams of the latest list
+            latest = [m for m in got if isinstance(m, client_lib.Streams)][-1:]
+            return {(s.client, s.modality, s.stream) for m in latest for s in m.streams}
+
+        async with SensoriumClient(url) as watcher:
+
+            async def collect() -> None:
+                async for message in watcher.events():
+                    got.append(message)
+
+            collecting = asyncio.create_task(collect())
+            assert await watcher.watch()
+            async with SensoriumClient(url) as streamer:
+                streaming = (streamer.client_id, "image", "camera")
+                for seq in range(30):  # three scenes of ten frames: the second and third raise labels over the first
+                    await streamer.wait_for_slot("image", "camera", limit=2)
+                    assert await streamer.send_frame(pictures[seq // 10], seq)
+                    if seq == 0:  # the stream is live: the watcher is told
+                        await watcher.wait_until(lambda: streaming in listed(), timeout=10)
+                assert await streamer.end_stream("image", "camera")
+                assert await streamer.wait_ended("image", "camera", timeout=script.END_WAIT_S)
+            # The list that no longer holds the stream comes after every copy of it.
+            await watcher.wait_until(lambda: streaming not in listed(), timeout=10)
+        await collecting
+        return watcher, streamer, got
+
+    with live_server(replace(settings, **EAGER_EVENTS)) as server:
+        watcher, streamer, got = asyncio.run(scenario(server.ws))
+    streamer_id = streamer.client_id
+    assert streamer_id is not None and streamer_id != watcher.client_id
+    results = [m for m in got if isinstance(m, client_lib.Result)]
+    events = [m for m in got if isinstance(m, client_lib.Event)]
+    thumbnails = [m for m in got if isinstance(m, client_lib.Thumbnail)]
+    assert results and all(r.watched and r.client == streamer_id and r.round_trip_ms is None for r in results)
+    assert {e.watched for e in events} == {True} and {e.client for e in events} == {streamer_id}
+    assert thumbnails and thumbnails[0].format == "jpeg" and thumbnails[0].data.startswith(b"\xff\xd8")
+    # the copies answer none of the watcher's inputs; the streamer got the originals, counted on its books
+    assert (watcher.ledger.sent, watcher.ledger.results, watcher.ledger.event_starts) == (0, 0, 0)
+    assert streamer.ledger.results + streamer.ledger.dropped == 30
+    assert streamer.ledger.event_starts == sum(e.state == "start" for e in events) >= 1

@@ -45,6 +45,7 @@ def api(image_model: str, audio_model: str, tmp_path_factory: pytest.TempPathFac
         image_labels=root / "labels" / "image.txt",
         audio_labels=root / "labels" / "audio.txt",
         label_cache=str(root / "label-cache"),
+        data_dir=str(root / "data"),
     )
     with live_server(settings) as running:
         yield running

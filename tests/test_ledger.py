@@ -1,4 +1,8 @@
+import time
+from typing import Any
+
 from clients.ledger import Ledger, percentile
+from clients.messages import Event, Result
 
 
 def result(seq: int, dropped: int = 0, modality: str = "image", stream: str = "camera") -> dict:
@@ -87,3 +91,86 @@ def test_ended_leaves_nothing_of_the_stream_in_flight():
     assert ledger.sent == ledger.results + ledger.dropped + ledger.in_flight("image", "door")
     ledger.on_sent("image", "camera", 3, now=1.0)  # the stream goes on after all
     assert not ledger.has_ended("image", "camera") and ledger.in_flight("image", "camera") == 1
+
+
+# --- events and silence: messages in, objects, books and lines out ----------------------------------
+
+
+def event(state: str, label: str | None = "dog barking", group: str | None = None, **extra: Any) -> dict:
+    message = dict(type="event", modality="audio", stream="mic", client=3, label=label, group=group, state=state,
+                   score=4.31, seq=17, ts=1732450000.12, time=1732450000.35)  # fmt: skip
+    if state == "end":
+        message["duration_s"] = 6.0
+    return {**message, **extra}
+
+
+def test_an_event_message_becomes_an_event():
+    got = Event.from_message(event("end", group="animals"))
+    assert got == Event(modality="audio", stream="mic", client=3, label="dog barking", group="animals",
+                        state="end", score=4.31, seq=17, ts=1732450000.12, time=1732450000.35, duration_s=6.0,
+                        watched=False)  # fmt: skip
+    assert Event.from_message(event("start")).duration_s is None
+    watched = Event.from_message(event("start", watched=True, client=9))
+    assert watched.watched and watched.client == 9
+
+
+def test_event_lines_say_when_what_and_how_strong_or_how_long():
+    clock = time.strftime("%H:%M:%S", time.localtime(1732450000.35))
+    assert Event.from_message(event("start")).line() == f"{clock}  audio mic  dog barking  start  z=4.3"
+    assert Event.from_message(event("end")).line() == f"{clock}  audio mic  dog barking  end after 6.0 s"
+    group = Event.from_message(event("start", label=None, group="animals"))
+    assert group.name == "any animals" and "  any animals  start" in group.line()
+    watched = Event.from_message(event("start", watched=True, client=9, modality="image", stream="camera"))
+    assert watched.line() == f"{clock}  image camera client 9  dog barking  start  z=4.3"
+
+
+def test_results_carry_groups_and_silence():
+    message = result(4, modality="audio", stream="mic")
+    message["top"] = [{"label": "dog barking", "score": 0.8, "similarity": 0.31, "group": "animals"},
+                      {"label": "speech", "score": 0.1, "similarity": 0.2, "group": None}]  # fmt: skip
+    got = Result.from_message(message, 12.0)
+    assert [(t.label, t.group) for t in got.top] == [("dog barking", "animals"), ("speech", None)]
+    assert not got.silent and got.line() == "[audio mic #4] dog barking 0.80  speech 0.10  (12 ms)"
+    quiet = Result.from_message({**message, "top": [], "silent": True}, 3.0)
+    assert quiet.silent and quiet.top == () and quiet.line() == "[audio mic #4] (silent)  (3 ms)"
+    old = Result.from_message(result(0), None)  # a server from before groups and silence
+    assert not old.silent and old.top[0].group is None and not old.watched
+    watched = Result.from_message({**result(5), "client": 2, "watched": True}, None)
+    assert watched.watched and watched.line().startswith("[image camera #5 client 2] dog 0.90")
+
+
+def test_silent_results_answer_their_inputs_but_stay_out_of_the_stage_medians():
+    ledger = Ledger()
+    for seq in range(10):
+        ledger.on_sent("audio", "mic", seq, now=seq * 0.1, tracked=False)
+    ledger.on_result(result(4, modality="audio", stream="mic"), now=1.0)
+    quiet = {**result(9, modality="audio", stream="mic"), "top": [], "silent": True, "timings": {"total_ms": 0.2}}
+    assert ledger.on_result(quiet, now=1.5).silent
+    assert (ledger.results, ledger.silent) == (2, 1)
+    assert ledger.stages["total_ms"] == [14.0]  # the silent one ran no model
+    assert len(ledger.round_trips) == 2  # but it made the round trip
+    text = ledger.summary("chunks")
+    assert text.startswith("chunks sent 10, results 2, dropped 0") and "silent results 1" in text
+
+
+def test_the_ledger_counts_events_by_label():
+    ledger = Ledger()
+    assert "events" not in ledger.summary()
+    for message in (event("start"), event("start", label="siren"), event("end"), event("start"),
+                    event("start", label=None, group="animals"), event("end", label="siren")):  # fmt: skip
+        got = ledger.on_event(message)
+        assert isinstance(got, Event)
+    assert (ledger.event_starts, ledger.event_ends) == (4, 2)
+    assert ledger.events_by_label == {"dog barking": 2, "siren": 1, "any animals": 1}
+    assert "events started 4, ended 2: dog barking 2, siren 1, any animals 1" in ledger.summary()
+    assert ledger.sent == ledger.results == 0  # events answer no input
+
+
+def test_a_long_tail_of_labels_is_counted_not_listed():
+    ledger = Ledger()
+    for i in range(12):
+        for _ in range(12 - i):
+            ledger.on_event(event("start", label=f"label{i}"))
+    line = ledger.summary().splitlines()[-1]
+    assert line.startswith("events started 78, ended 0: label0 12, label1 11, ")
+    assert line.endswith("label7 5 and 4 more labels")

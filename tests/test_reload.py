@@ -2,9 +2,15 @@
 
 import asyncio
 import os
+import shutil
 import time
+from dataclasses import replace
 
-from .helpers import connect, frame, receive
+import pytest
+
+from server.events import EventThresholds
+
+from .helpers import connect, frame, live_server, receive
 
 RELOAD_WITHIN_S = 2.0
 
@@ -121,3 +127,80 @@ def test_reload_encodes_only_new_prompts(server, label_dir):
     assert source.current.version == 2
     assert source.current.new_prompts == 1
     assert source.current.names[-1] == "theremin"
+
+
+# --- a labels directory ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def directory_server(settings, label_dir):
+    folder = label_dir / "image.d"
+    folder.mkdir()
+    (folder / "animals.txt").write_text("dog\ncat\n")
+    (folder / "vehicles.txt").write_text("@events start=4\ncar\n")
+    with live_server(replace(settings, image_labels=folder)) as running:
+        yield running, folder
+
+
+def test_a_labels_directory_reloads_when_its_files_change(directory_server):
+    server, folder = directory_server
+    source = server.app.state.runtime.label_sources["image"]
+    assert source.current.groups == ("animals", "animals", "vehicles")
+    assert source.current.group_thresholds == {"vehicles": EventThresholds(start=4.0)}
+
+    async def scenario():
+        ws = await connect(server)
+        (folder / "birds.txt").write_text("owl\nhawk [start=5]\n")  # a new file: a new group
+        event, _, _ = await stream_until(ws, lambda m: is_labels(m) and m["count"] == 5)
+        current = source.current
+        assert current.version == event["version"]
+        assert current.names == ("dog", "cat", "owl", "hawk", "car")  # files in name order
+        assert current.groups == ("animals", "animals", "birds", "birds", "vehicles")
+        assert current.thresholds[3] == EventThresholds(start=5.0)
+        result, _, _ = await stream_until(
+            ws, lambda m: m["type"] == "result" and m["labels_version"] == event["version"]
+        )
+        assert {t["label"] for t in result["top"]} == {"dog", "cat", "car", "owl", "hawk"}
+        good = event["version"]
+
+        (folder / "vehicles.txt").write_text("@events start=4\ncar [start=1 end=2]\n")  # end above start
+        error, _, _ = await stream_until(ws, is_labels_error)
+        assert "vehicles.txt: line 2" in error["message"] and f"keeping version {good}" in error["message"]
+        assert source.current.version == good and source.last_error
+        result, _, _ = await stream_until(ws, lambda m: m["type"] == "result")
+        assert result["labels_version"] == good
+
+        (folder / "vehicles.txt").write_text("car\nbus\n")  # fixed
+        await stream_until(ws, lambda m: is_labels(m) and m["count"] == 6)
+        assert source.last_error is None
+        assert source.current.group_thresholds == {}  # vehicles' @events went with the edit
+
+        (folder / "birds.txt").unlink()
+        await stream_until(ws, lambda m: is_labels(m) and m["count"] == 4)
+        assert "birds" not in source.current.groups
+        await ws.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_labels_directory_deleted_and_made_again_is_watched_again(directory_server):
+    server, folder = directory_server
+    source = server.app.state.runtime.label_sources["image"]
+
+    async def scenario():
+        ws = await connect(server)
+        shutil.rmtree(folder)
+        error, _, _ = await stream_until(ws, is_labels_error)
+        assert "not found" in error["message"] and "keeping version 1" in error["message"]
+        staged = folder.with_name("staged")
+        staged.mkdir()
+        (staged / "tools.txt").write_text("hammer\nsaw\n")
+        os.rename(staged, folder)  # how deployments swap a directory in
+        await stream_until(ws, lambda m: is_labels(m) and m["count"] == 2)
+        assert source.current.groups == ("tools", "tools")
+        (folder / "tools.txt").write_text("hammer\nsaw\ndrill\n")  # inside the new directory
+        await stream_until(ws, lambda m: is_labels(m) and m["count"] == 3)
+        assert source.current.names == ("hammer", "saw", "drill")
+        await ws.close()
+
+    asyncio.run(scenario())

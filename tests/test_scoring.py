@@ -20,7 +20,9 @@ def test_top_labels_sorted_bounded_and_filtered():
     sims = np.linspace(0, 1, 6)
     top = top_labels(names, scores, sims, top_k=3, min_score=0.0)
     assert [t["label"] for t in top] == ["b", "d", "c"]
-    assert top[0] == {"label": "b", "score": 0.4, "similarity": sims[1]}
+    assert top[0] == {"label": "b", "score": 0.4, "similarity": sims[1], "group": None}
+    grouped = top_labels(names, scores, sims, top_k=1, min_score=0.0, groups=("x", "animals", "x", None, None, None))
+    assert grouped[0]["group"] == "animals"
     assert [t["label"] for t in top_labels(names, scores, sims, top_k=10, min_score=0.2)] == ["b", "d"]
     assert len(top_labels(names, scores, sims, top_k=100, min_score=0.0)) == 6
 

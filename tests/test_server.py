@@ -358,9 +358,15 @@ class Recording:
     def __init__(self) -> None:
         self.seen: list[tuple[int, int]] = []
 
-    def consume(self, stream, seq, ts, scores):
+    def consume(self, seq, ts, at, scores):
         self.seen.append((seq, len(scores.scores)))
-        return [{"type": "note", "stream": stream.name, "seq": seq, "labels": len(scores.scores)}]
+        return [{"type": "note", "seq": seq, "labels": len(scores.scores)}]
+
+    def silent(self, seq, ts, at):
+        return []
+
+    def close(self):
+        return []
 
 
 def test_stream_consumers_see_the_whole_label_set_not_only_the_top(server):
@@ -381,7 +387,7 @@ def test_stream_consumers_see_the_whole_label_set_not_only_the_top(server):
     result, note = asyncio.run(scenario())
     assert len(result["top"]) == 1
     assert recorders["porch"].seen == [(1, count)] and count > 1
-    assert note == {"type": "note", "stream": "porch", "seq": 1, "labels": count}  # sent after the result
+    assert note == {"type": "note", "seq": 1, "labels": count}  # sent after the result
 
 
 def test_every_call_into_a_model_comes_from_its_one_thread(server):
