@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import msgpack
 import pytest
 
-from .helpers import REPO, live_server
+from .helpers import REPO, live_server, wait_until
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = REPO / "test-artifacts"
@@ -200,17 +203,19 @@ def test_the_page_reconnects_after_a_server_restart(browser, settings):
     second.start()
     try:
         page.wait_for_selector("#connection.open", timeout=15_000)
+        # the page watches again: the new server lists the page's own camera once it streams
+        page.click("#camera-toggle")
+        page.wait_for_selector(".stream-card.own[data-stream=camera]", timeout=15_000)
+        assert page.get_attribute(".stream-card.own", "data-client") == str(page.evaluate("window.sensorium.clientId"))
     finally:
         context.close()
         second.stop()
 
 
 def test_served_offline_from_the_package(server):
-    import httpx
-
     page = httpx.get(f"{server.http}/")
     assert page.status_code == 200 and "/static/app.js" in page.text
-    for name in ("app.js", "msgpack.js", "worklet.js", "style.css"):
+    for name in ("app.js", "msgpack.js", "worklet.js", "style.css", "watch.js", "timeline.js"):
         assert httpx.get(f"{server.http}/static/{name}").status_code == 200
     assert "http" not in "".join(
         line
@@ -239,6 +244,10 @@ def test_a_refused_token_is_said_and_not_retried(page, settings):
         assert len(attempts) == 1, attempts
         page.goto(f"{server.http}/?token=sesame")  # the hint is right: with the token it connects
         page.wait_for_selector("#connection.open")
+        page.wait_for_selector("#stream-cards .empty")  # its watch, with the token, was answered
+        page.wait_for_function("window.sensorium.eventLog !== 'not loaded'")
+        assert page.evaluate("window.sensorium.eventLog") in ("loaded", "off")  # not refused
+        assert page.evaluate("window.sensorium.refused") is None
 
 
 def test_a_refused_origin_is_said_and_not_retried_but_other_closes_are(page, server):
@@ -375,3 +384,212 @@ def test_only_errors_for_the_camera_stream_free_its_frames(page, server):
     error(first, modality="image", stream="camera")
     page.wait_for_function(f"!window.sensorium.camera.inFlight.has({first})")  # handled in order: all four seen
     assert page.evaluate(f"window.sensorium.camera.inFlight.has({second})")
+
+
+# --- watching every stream of the server ---------------------------------------------------------------
+
+SENSORIUM = shutil.which("sensorium") or str(Path(sys.executable).parent / "sensorium")
+
+# A few labels in two groups, and event settings low enough that the slideshow's scene changes start
+# events for certain (z of 0.5 over each label's own baseline, no minimum time).
+WATCH_LABELS = """@events start=0.5 end=0 min=0 hold=0
+@group animals
+cat
+dog
+@group things
+cup of coffee
+rocket
+astronaut
+"""
+WATCH_NAMES = {"cat", "dog", "cup of coffee", "rocket", "astronaut", "any animals", "any things"}
+
+
+def looped_slideshow(path: Path, times: int) -> Path:
+    """samples/slideshow.mp4 played ``times`` over, so the second client streams for as long as the test needs."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(REPO / "samples" / "slideshow.mp4"))
+    frames = []
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        frames.append(image)
+    capture.release()
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (width, height))
+    for _ in range(times):
+        for image in frames:
+            writer.write(image)
+    writer.release()
+    return path
+
+
+def stream_card(name: str) -> str:
+    return f".stream-card[data-stream='{name}']"
+
+
+def test_the_page_watches_every_stream_with_an_event_timeline(page, settings, label_dir, tmp_path):
+    (label_dir / "image.txt").write_text(WATCH_LABELS)
+    video = looped_slideshow(tmp_path / "slideshow-looped.mp4", times=5)  # 30 s at 10 fps: ended by the test
+    with live_server(settings) as server:
+        page.set_viewport_size({"width": 1280, "height": 860})  # a laptop's screen
+        page.goto(f"{server.http}/")
+        page.wait_for_selector("#connection.open")
+        page.click("#camera-toggle")  # the page's own stream, listed as its own
+        page.wait_for_selector(".stream-card.own[data-stream=camera]", timeout=30_000)
+        own = page.evaluate("window.sensorium.clientId")
+        assert "this page" in page.inner_text(".stream-card.own")
+
+        webcam = subprocess.Popen(
+            [SENSORIUM, "webcam", "--source", str(video), "--headless", "--url", server.ws, "--stream", "doorcam",
+             "--fps", "10"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            card = stream_card("doorcam")
+            page.wait_for_selector(f"{card} img.thumb[src^='blob:']", timeout=30_000)
+            page.wait_for_selector(f"{card} .top .label", timeout=30_000)
+            client = page.get_attribute(card, "data-client")
+            assert client != str(own) and f"client {client}" in page.inner_text(card)
+            assert "this page" not in page.inner_text(card)
+            shown = set(page.locator(f"{card} .top .label").all_inner_texts())
+            assert shown and shown <= WATCH_NAMES, shown
+            # the thumbnail is a real JPEG the server sent: it decodes to a picture
+            page.wait_for_function(f'document.querySelector("{card} img.thumb").naturalWidth > 0')
+
+            # an event of the other client's stream shows on the timeline, in a row of its label
+            row = f".tl-stream[data-stream=doorcam][data-client='{client}'] .tl-row"
+            page.wait_for_selector(f"{row} .tl-bar", timeout=30_000)
+            rows = set(page.locator(f"{row}:not(.tl-axis)").evaluate_all("rows => rows.map((r) => r.dataset.label)"))
+            assert rows and rows <= WATCH_NAMES, rows
+            page.wait_for_function("document.querySelector('#event-list').textContent.includes('doorcam')")
+            # and one that ended while the stream goes on: its start and end paired into one bar
+            page.wait_for_selector(f"{row} .tl-bar:not(.open)", timeout=30_000)
+            page.select_option("#timeline-minutes", "1")
+            page.wait_for_selector(".stream-card.own[data-stream=camera] img.thumb[src^='blob:']")
+            page.evaluate("window.scrollTo(0, 0)")
+            page.screenshot(path=str(REPO / "docs" / "dashboard.png"))
+        finally:
+            webcam.terminate()
+            webcam.wait(timeout=15)
+
+        # the client went away: its card goes, its events end, and its rows stay on the timeline
+        page.wait_for_selector(card, state="detached", timeout=15_000)
+        ended = f".tl-stream.ended[data-stream=doorcam][data-client='{client}']"
+        page.wait_for_selector(ended)
+        page.wait_for_function(f'!document.querySelector("{ended} .tl-bar.open")')
+        assert page.locator(".stream-card.own[data-stream=camera]").count() == 1
+
+        # a page opened later finds the ended stream's events in the server's event log
+        logged = f"{server.http}/v1/events?stream=doorcam&limit=1000"
+        wait_until(lambda: any(e["state"] == "end" for e in httpx.get(logged).json()["events"]), what="logged ends")
+        later = page.context.new_page()
+        later.goto(f"{server.http}/")
+        later.wait_for_function("window.sensorium.eventLog === 'loaded'")
+        later.wait_for_selector(f"{ended} .tl-bar")
+        assert later.locator(".stream-card[data-stream=doorcam]").count() == 0
+        assert not later.locator(f"{ended} .tl-bar.open").count()
+
+
+TIMELINE_OF = """async (events) => {
+    const { Timeline, intervalsOf, rowName } = await import('/static/timeline.js');
+    const escapeHtml = (s) => String(s);
+    const el = document.createElement('div');
+    const timeline = new Timeline(el, { now: () => 1000, escapeHtml });
+    const added = events.map((e) => timeline.add(e));
+    const rows = intervalsOf(events).map((r) => ({ name: rowName(r), intervals: r.intervals }));
+    timeline.render(1, new Map([['4/image/doorcam', { own: false }]]), true);
+    return {
+        added, rows, openNow: timeline.openIn('4/image/doorcam'),
+        drawn: [...el.querySelectorAll('.tl-row:not(.tl-axis)')].map((r) => r.dataset.label),
+        open: el.querySelectorAll('.tl-bar.open').length, lost: el.querySelectorAll('.tl-bar.lost').length,
+        ended: [...el.querySelectorAll('.tl-stream.ended')].map((s) => s.dataset.stream),
+    };
+}"""
+
+
+def event(state: str, time: float, label: str | None, group: str | None = None, **extra) -> dict:
+    where = {"type": "event", "modality": "image", "stream": "doorcam", "client": 4}
+    return {
+        **where,
+        "label": label,
+        "group": group,
+        "state": state,
+        "score": 4.5,
+        "seq": int(time),
+        "ts": time,
+        "time": time,
+        **extra,
+    }
+
+
+def test_the_timeline_and_the_cards_from_messages(page, server):
+    page.goto(f"{server.http}/")
+    page.wait_for_function("window.sensorium !== undefined")
+    events = [
+        event("start", 950, "dog", "animals"),
+        event("start", 952, "dog", "animals"),  # a repeated start: the event is already open
+        event("end", 956, "dog", "animals", duration_s=6.0),
+        event("end", 956, "dog", "animals", duration_s=6.0),  # the same event twice (live and logged)
+        event("end", 990, "cat", "animals", duration_s=4.0),  # its start is older than what was loaded
+        event("start", 980, None, "animals"),  # a group's own event, still open
+        {**event("start", 970, "bell"), "stream": "gone", "client": 2},  # a stream that is no longer live
+    ]
+    got = page.evaluate(TIMELINE_OF, events)
+    assert got["added"] == [True, True, True, False, True, True, True]
+    rows = {row["name"]: row["intervals"] for row in got["rows"]}
+    assert [(i["start"], i["end"]) for i in rows["dog"]] == [(950, 956)]
+    assert [(i["start"], i["end"]) for i in rows["cat"]] == [(986, 990)]
+    assert [(i["start"], i["end"]) for i in rows["any animals"]] == [(980, None)]
+    assert got["openNow"] == [{"name": "any animals", "group": "animals", "own": True}]
+    assert got["drawn"] == ["any animals", "cat", "dog", "bell"]  # the group's own row first
+    assert got["open"] == 1  # the group's event grows; the gone stream's lost its end
+    assert got["lost"] == 1 and got["ended"] == ["gone"]
+
+    cards = page.evaluate(CARDS_OF)
+    assert cards["names"] == ["doorcam", "mic"] and cards["own"] == ["mic"]
+    assert cards["silent"] == "silent" and cards["top"] == ["dog"]
+    assert cards["live"] == ["any animals"]  # from the timeline's open group event
+    assert cards["first"] != cards["second"] and cards["revoked"]  # a new thumbnail frees the old one's bytes
+    assert cards["after"] == ["mic"]  # a stream the server no longer lists loses its card
+
+
+CARDS_OF = """async () => {
+    const { Timeline } = await import('/static/timeline.js');
+    const { Watch } = await import('/static/watch.js');
+    const escapeHtml = (s) => String(s);
+    const timeline = new Timeline(document.createElement('div'), { now: () => 1000, escapeHtml });
+    timeline.add({ type: 'event', modality: 'image', stream: 'doorcam', client: 4, label: null, group: 'animals',
+                   state: 'start', score: 4.5, seq: 1, ts: 990, time: 990 });
+    const el = document.createElement('div');
+    const watch = new Watch(el, { escapeHtml, timeline });
+    watch.connected(7);
+    watch.onStreams({ type: 'streams', streams: [
+        { client: 4, modality: 'image', stream: 'doorcam', labels_version: 1, since: 900 },
+        { client: 7, modality: 'audio', stream: 'mic', labels_version: 1, since: 950 }] });
+    watch.onResult({ type: 'result', modality: 'audio', stream: 'mic', seq: 3, silent: true, top: [] });
+    watch.onResult({ type: 'result', modality: 'image', stream: 'doorcam', client: 4, watched: true, seq: 5,
+                     top: [{ label: 'dog', group: 'animals', score: 0.7, similarity: 0.3 }] });
+    watch.renderLive();
+    const card = (name) => el.querySelector(`.stream-card[data-stream="${name}"]`);
+    const jpeg = new Uint8Array([0xff, 0xd8, 0xff, 0xd9]);
+    const thumbnail = { type: 'thumbnail', client: 4, modality: 'image', stream: 'doorcam', format: 'jpeg',
+                        data: jpeg };
+    watch.onThumbnail(thumbnail);
+    const first = card('doorcam').querySelector('img').src;
+    watch.onThumbnail(thumbnail);
+    const second = card('doorcam').querySelector('img').src;
+    const revoked = await fetch(first).then(() => false, () => true);
+    const names = [...el.querySelectorAll('.stream-card')].map((c) => c.dataset.stream);
+    const own = [...el.querySelectorAll('.stream-card.own')].map((c) => c.dataset.stream);
+    const result = {
+        names, own, first, second, revoked,
+        silent: card('mic').querySelector('.top').textContent,
+        top: [...card('doorcam').querySelectorAll('.top .label')].map((l) => l.textContent),
+        live: [...card('doorcam').querySelectorAll('.in-event')].map((l) => l.textContent),
+    };
+    watch.onStreams({ type: 'streams', streams: [{ client: 7, modality: 'audio', stream: 'mic', since: 950 }] });
+    result.after = [...el.querySelectorAll('.stream-card')].map((c) => c.dataset.stream);
+    return result;
+}"""

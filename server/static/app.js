@@ -1,5 +1,7 @@
 // The Sensorium dashboard: camera and microphone from the page, over protocol v1 on /ws.
 import { decode, encode } from "/static/msgpack.js";
+import { HISTORY_MINUTES, Timeline, clock, rowName } from "/static/timeline.js";
+import { Watch } from "/static/watch.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -11,6 +13,10 @@ const FRAMES_IN_FLIGHT = 2;
 const CAMERA_STREAM = "camera";
 const MIC_STREAM = "mic";
 const RATE_WINDOW_MS = 2000; // results/s is counted over this much of the recent past
+const EVENTS_PAGE = 500; // events asked of the log per request
+const EVENTS_PAGES = 10; // and at most this many requests per load
+const LATEST_EVENTS = 8; // lines in the list under the timeline
+const EVENTS_REDRAW_MS = 150; // new events wait this long to be drawn together
 
 // Everything the page knows, in one place (tests read it through window.sensorium).
 const state = {
@@ -26,8 +32,19 @@ const state = {
   labels: {},
   lastResult: { image: null, audio: null },
   colorOf: new Map(),
+  clientId: null, // the server's id of this page's connection (welcome.client)
+  clockOffset: 0, // server clock minus this browser's, in seconds (from ping/pong)
+  pingSentAt: null,
+  eventLog: "not loaded", // "loaded", "off" (the server keeps no log) or the reason it failed
 };
 window.sensorium = state;
+
+// Event times are the server's wall clock: the timeline runs on it.
+const serverNow = () => Date.now() / 1000 + state.clockOffset;
+const timeline = new Timeline($("timeline"), { now: serverNow, escapeHtml });
+const watch = new Watch($("stream-cards"), { escapeHtml, timeline });
+state.timeline = timeline;
+state.watch = watch;
 
 // --- connection -------------------------------------------------------------------------------
 
@@ -54,6 +71,7 @@ function connect() {
   ws.onclose = (event) => {
     state.connected = false;
     state.camera.inFlight.clear();
+    watch.disconnected();
     const refusal = REFUSALS[event.code];
     if (refusal) {
       state.refused = { code: event.code, reason: event.reason };
@@ -84,9 +102,27 @@ function onMessage(msg) {
       state.welcome = msg;
       setConnection("connected", "open");
       $("server").textContent = `${msg.server} · ${Object.entries(msg.modalities).map(([m, v]) => `${m}: ${v.model}`).join(" · ")}`;
+      state.clientId = msg.client ?? null;
+      watch.connected(state.clientId);
+      // every (re)connect: watch all streams again, set the clock, and catch up on what was missed
+      send({ type: "watch", streams: "*", ...(token ? { token } : {}) });
+      state.pingSentAt = Date.now() / 1000;
+      send({ type: "ping", ts: state.pingSentAt });
       loadLabels();
+      loadEvents();
       break;
-    case "result": onResult(msg); break;
+    case "pong":
+      if (msg.ts === state.pingSentAt && typeof msg.server_ts === "number") {
+        state.clockOffset = msg.server_ts - (msg.ts + Date.now() / 1000) / 2;
+      }
+      break;
+    case "result":
+      if (!msg.watched) onResult(msg); // a watched copy is another connection's: only its card shows it
+      watch.onResult(msg);
+      break;
+    case "streams": watch.onStreams(msg); renderEvents(); break;
+    case "thumbnail": watch.onThumbnail(msg); break;
+    case "event": addEvents([{ ...msg, client: msg.client ?? state.clientId }]); break;
     case "labels":
       notice(`${msg.modality} labels reloaded: version ${msg.version}, ${msg.count} labels`, false);
       loadLabels();
@@ -99,6 +135,11 @@ function onMessage(msg) {
         state.camera.inFlight.delete(msg.seq);
       } else if (msg.seq !== undefined && msg.modality === "audio" && msg.stream === MIC_STREAM) {
         state.mic.chunkSent.delete(msg.seq);
+      }
+      if (msg.code === "unknown_type" && !watch.known) {
+        // a server from before watching: the page still streams, it just cannot list the others
+        watchMessage("This server cannot list its streams (it does not know watch): only this page's results show.");
+        break;
       }
       notice(`server error ${msg.code}: ${msg.message}`, true);
       break;
@@ -126,19 +167,22 @@ function onResult(msg) {
     if (sentAt !== undefined) roundTrip = now - sentAt;
     state.mic.results += 1;
     state.mic.dropped += msg.dropped;
-    state.audioHistory.push({ t: Date.now(), label: msg.top.length ? msg.top[0].label : "" });
+    state.audioHistory.push({ t: Date.now(), label: msg.silent ? "silent" : msg.top.length ? msg.top[0].label : "" });
   }
   state.lastResult[modality] = msg;
-  const network = roundTrip === null ? 0 : Math.max(0, roundTrip - msg.timings.total_ms);
+  const timings = msg.timings || {};
+  const network = roundTrip === null ? 0 : Math.max(0, roundTrip - (timings.total_ms || 0));
   const series = state.latency[modality];
-  series.push({ stages: STAGES.map((s) => msg.timings[s] || 0), network, total: roundTrip ?? msg.timings.total_ms });
+  series.push({ stages: STAGES.map((s) => timings[s] || 0), network, total: roundTrip ?? timings.total_ms ?? 0 });
   if (series.length > 120) series.shift();
   render(modality);
 }
 
 function render(modality) {
   const msg = state.lastResult[modality];
-  drawBars($(modality === "image" ? "image-top" : "audio-top"), msg.top);
+  const bars = $(modality === "image" ? "image-top" : "audio-top");
+  if (msg.silent) bars.innerHTML = `<p class="silent">silent</p>`;
+  else drawBars(bars, msg.top);
   if (modality === "image") {
     $("overlay").innerHTML = msg.top.slice(0, 3).map((t) => `${escapeHtml(t.label)} ${(t.score * 100).toFixed(0)}%`).join("<br>");
     renderCameraStats();
@@ -248,6 +292,7 @@ function stopCamera() {
   if (cam.stream) cam.stream.getTracks().forEach((t) => t.stop());
   cam.stream = null;
   cam.status = "off";
+  send({ type: "end", modality: "image", stream: CAMERA_STREAM }); // watchers see the stream go
   $("camera-toggle").textContent = "Start camera";
 }
 
@@ -272,6 +317,7 @@ function sendFrame() {
     if (send({ type: "frame", stream: CAMERA_STREAM, seq, ts: Date.now() / 1000, format: "jpeg", data })) {
       cam.inFlight.set(seq, performance.now());
       cam.sent += 1;
+      watch.ownFrame(CAMERA_STREAM, blob);
     }
   }, "image/jpeg", 0.8);
 }
@@ -327,6 +373,7 @@ function stopMic() {
   if (mic.stream) mic.stream.getTracks().forEach((t) => t.stop());
   if (mic.context) mic.context.close();
   Object.assign(mic, { status: "off", context: null, node: null, stream: null });
+  send({ type: "end", modality: "audio", stream: MIC_STREAM });
   $("mic-toggle").textContent = "Start microphone";
 }
 
@@ -376,7 +423,9 @@ async function api(path, options = {}) {
   }
   if (!reply.ok) {
     const detail = body?.error?.message;
-    throw new Error(`${reply.status}${detail ? ": " + detail : reply.statusText ? " " + reply.statusText : ""}`);
+    const error = new Error(`${reply.status}${detail ? ": " + detail : reply.statusText ? " " + reply.statusText : ""}`);
+    error.status = reply.status;
+    throw error;
   }
   if (body === null) throw new Error(`${reply.status}: the answer is not JSON`);
   return body;
@@ -446,6 +495,69 @@ function notice(text, isError) {
   el.hidden = false;
 }
 
+// --- events -----------------------------------------------------------------------------------------
+
+// The last minutes from the server's event log, then live `event` messages keep it current. Called
+// without await on every welcome: live events that arrive meanwhile are kept, and the same event
+// seen both ways counts once.
+async function loadEvents() {
+  const since = (serverNow() - HISTORY_MINUTES * 60).toFixed(3);
+  let until = "";
+  try {
+    for (let page = 0; page < EVENTS_PAGES; page++) {
+      const { events } = await api(`/v1/events?since=${since}&limit=${EVENTS_PAGE}${until}`);
+      // the newest events that match, oldest first: a full page may have older ones before it
+      if (!addEvents(events) || events.length < EVENTS_PAGE) break;
+      until = `&until=${events[0].time}`;
+    }
+    state.eventLog = "loaded";
+  } catch (error) {
+    // 404: this server keeps no event log (--data-dir ''), so the timeline starts empty
+    state.eventLog = error.status === 404 ? "off" : `not loaded: ${error.message}`;
+  }
+  renderEvents();
+}
+
+// Whether any of them was new.
+function addEvents(events) {
+  let added = false;
+  for (const e of events) added = timeline.add(e) || added;
+  if (added && !renderPending) {
+    // a burst of events (a scene change starts many) is drawn once
+    renderPending = true;
+    setTimeout(renderEvents, EVENTS_REDRAW_MS);
+  }
+  return added;
+}
+let renderPending = false;
+
+function renderEvents() {
+  renderPending = false;
+  timeline.prune();
+  timeline.render(Number($("timeline-minutes").value), watch.live, watch.known);
+  watch.renderLive();
+  const log = state.eventLog;
+  $("event-log-state").textContent = log === "loaded" ? "" : log === "off"
+    ? "the server keeps no event log: live events only" : log === "not loaded" ? "" : `event log ${log}`;
+  $("event-log-state").className = log.startsWith("not loaded:") ? "stats bad" : "stats";
+  $("event-list").innerHTML = timeline.latest(LATEST_EVENTS).map(eventLine).join("");
+}
+
+function eventLine(e) {
+  const what = e.state === "start" ? "started"
+    : typeof e.duration_s === "number" ? `ended after ${e.duration_s.toFixed(1)} s` : "ended";
+  const score = (Math.round(e.score * 10) / 10 || 0).toFixed(1); // never "-0.0"
+  return `<li class="${e.state === "start" ? "start" : "end"}"><span class="when">${clock(e.time)}</span>`
+    + ` <b>${escapeHtml(rowName(e))}</b> ${what}`
+    + ` <small>${escapeHtml(e.stream)} · client ${escapeHtml(e.client)} · score ${score}</small></li>`;
+}
+
+function watchMessage(text) {
+  const el = $("watch-message");
+  el.textContent = text;
+  el.hidden = false;
+}
+
 // --- helpers --------------------------------------------------------------------------------------
 
 function percentile(sorted, q) {
@@ -466,7 +578,9 @@ function legend() {
 $("camera-toggle").onclick = toggleCamera;
 $("mic-toggle").onclick = toggleMic;
 for (const box of document.querySelectorAll(".label-set")) box.querySelector(".save").onclick = () => saveLabels(box);
+$("timeline-minutes").onchange = renderEvents;
 legend();
 listDevices();
 connect();
 setInterval(renderCameraStats, 500);
+setInterval(renderEvents, 1000); // open events grow, old ones slide out
