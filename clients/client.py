@@ -287,12 +287,7 @@ class SensoriumClient:
         return self._ws
 
     async def _send_input(self, modality: str, stream: str, seq: int, message: dict[str, Any], tracked: bool) -> bool:
-        ws = self._checked_ws()
-        if ws is None:
-            return False
-        try:
-            await ws.send(msgpack.packb(message, use_bin_type=True))
-        except (websockets.ConnectionClosed, OSError):
+        if not await self._send_control(message):
             return False
         self.ledger.on_sent(modality, stream, seq, time.perf_counter(), tracked=tracked)
         self._last_seq[modality, stream] = seq
