@@ -25,7 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench import _jpeg, camera_frame, free_port, wait_healthy
+from benchmarks.bench import free_port, wait_healthy
+from benchmarks.measure import camera_frame, jpeg
 from clients.client import SensoriumClient
 from server.devmodels import write_clap, write_open_clip
 
@@ -73,10 +74,10 @@ async def microphone(url: str, name: str, stop: asyncio.Event, hop_s: float = 1.
 
 async def soak(url: str, clients: int, seconds: float, pid: int) -> tuple[list[dict], list[tuple[float, float]]]:
     stop = asyncio.Event()
-    jpeg = _jpeg(camera_frame())
+    frame = jpeg(camera_frame())
     audio_clients = max(1, clients // 4)
     tasks = [asyncio.create_task(microphone(url, f"mic{i}", stop)) for i in range(audio_clients)]
-    tasks += [asyncio.create_task(webcam(url, f"cam{i}", stop, jpeg)) for i in range(clients - audio_clients)]
+    tasks += [asyncio.create_task(webcam(url, f"cam{i}", stop, frame)) for i in range(clients - audio_clients)]
     memory = [(0.0, rss_mib(pid))]
     started = time.monotonic()
     while time.monotonic() - started < seconds:

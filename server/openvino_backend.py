@@ -9,8 +9,8 @@ OpenVINO says has bf16 units: elsewhere it would quietly run f32, so it is refus
 
 Text stays on torch fp32: labels are embedded once per label-file change (and then kept in the label cache),
 the torch text path already cuts padding per length-sorted chunk, and the same tower converted (with a dynamic
-length, fed the same chunks) measured only ~1.2x faster on a 2-core AVX2 EPYC (``python -m
-benchmarks.backends_bench --parts text``). So label embeddings are the torch fp32 ones, cached under the torch
+length, fed the same chunks) measured only ~1.2x faster on a 2-core AVX2 EPYC (``sensorium bench
+--parts text-backends``). So label embeddings are the torch fp32 ones, cached under the torch
 encoder's identity and shared with ``--backend torch``.
 
 The conversion cache (``SENSORIUM_OV_CACHE``, default ``~/.cache/sensorium/openvino``, ``''`` turns it off) holds
