@@ -4,12 +4,9 @@ the files change."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -23,6 +20,7 @@ from . import protocol
 from .encoders import Encoder
 from .events import EventThresholds
 from .inference import ModelThread
+from .label_cache import EmbeddingCache, embed_labels
 from .labels import (
     DEFAULT_TEMPLATES,
     Label,
@@ -34,7 +32,6 @@ from .labels import (
 )
 from .metrics import Metrics
 from .protocol import Modality
-from .scoring import normalize_rows
 
 log = logging.getLogger("sensorium.labels")
 
@@ -60,118 +57,6 @@ class LabelSet:
             object.__setattr__(self, "thresholds", (None,) * len(self.names))
         if not len(self.groups) == len(self.thresholds) == len(self.names):
             raise ValueError("a label set needs one group and one thresholds entry per label")
-
-
-class EmbeddingCache:
-    """Prompt embeddings keyed by model identity and prompt text, so a reload encodes only what is new.
-
-    Label-file prompts are *kept*: with a folder, each model's are also written to disk (one .npz per
-    model identity, which includes a fingerprint of the weights and the precision), once per label-file
-    load, so a restart does not encode its labels again. Prompts of one-shot requests are *transient*:
-    held in memory up to ``transient_limit`` (least recently used first out), never written, so clients
-    cannot grow the disk or make every request rewrite the file.
-    """
-
-    def __init__(self, folder: Path | None = None, transient_limit: int = 10_000, kept_limit: int = 100_000) -> None:
-        self.folder = folder
-        self.transient_limit = transient_limit
-        self.kept_limit = kept_limit  # on disk per model: the current labels' prompts, then the most recent others
-        self._kept: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
-        self._transient: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
-        self._dirty: set[str] = set()
-        self._lock = threading.Lock()
-
-    def lookup(self, identity: str, prompts: list[str]) -> dict[str, np.ndarray]:
-        found: dict[str, np.ndarray] = {}
-        with self._lock:
-            for prompt in prompts:
-                key = (identity, prompt)
-                for store in (self._kept, self._transient):
-                    if key in store:
-                        store.move_to_end(key)  # recently used: the last to be evicted
-                        found[prompt] = store[key]
-                        break
-        return found
-
-    def store(self, identity: str, prompts: list[str], embeddings: np.ndarray, *, keep: bool) -> None:
-        with self._lock:
-            store = self._kept if keep else self._transient
-            for prompt, row in zip(prompts, embeddings, strict=True):
-                store[(identity, prompt)] = row
-            if keep:
-                self._dirty.add(identity)
-            while len(self._transient) > self.transient_limit:
-                self._transient.popitem(last=False)
-
-    def load(self, identity: str) -> int:
-        """Read what an earlier run kept for this model; returns how many prompts that was."""
-        path = self._path(identity)
-        if path is None or not path.exists():
-            return 0
-        try:
-            with np.load(path, allow_pickle=False) as saved:
-                if str(saved["identity"]) != identity:
-                    return 0
-                prompts, embeddings = saved["prompts"].tolist(), saved["embeddings"]
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("ignoring the unreadable label cache %s: %s", path, exc)
-            return 0
-        with self._lock:
-            for prompt, row in zip(prompts, embeddings, strict=True):
-                self._kept[(identity, prompt)] = row
-        return len(prompts)
-
-    def save(self, identity: str, current: set[str]) -> None:
-        """Write this model's kept prompts, if any are new: ``current`` first, then the most recently used."""
-        path = self._path(identity)
-        with self._lock:
-            if path is None or identity not in self._dirty:
-                return
-            self._dirty.discard(identity)
-            items = [(p, row) for (i, p), row in self._kept.items() if i == identity]
-        in_use = [item for item in items if item[0] in current]
-        others = [item for item in items if item[0] not in current]  # least recently used first
-        room = max(0, self.kept_limit - len(in_use))
-        chosen = in_use + (others[-room:] if room else [])
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_suffix(f".{threading.get_ident()}.tmp.npz")
-            np.savez(
-                temporary,
-                identity=np.array(identity),
-                prompts=np.array([p for p, _ in chosen]),
-                embeddings=np.stack([row for _, row in chosen]),
-            )
-            os.replace(temporary, path)  # readers see the old file or the new one, never half of one
-        except OSError as exc:
-            log.warning("cannot write the label cache %s: %s", path, exc)
-
-    def _path(self, identity: str) -> Path | None:
-        if self.folder is None:
-            return None
-        return self.folder / f"{hashlib.sha256(identity.encode()).hexdigest()[:24]}.npz"
-
-    def __len__(self) -> int:
-        return len(self._kept) + len(self._transient)
-
-
-def embed_labels(
-    encoder: Encoder, parsed: ParsedLabels, cache: EmbeddingCache, *, keep: bool = True
-) -> tuple[np.ndarray, int]:
-    """One row per label: the normalized mean of its prompts' embeddings (prompt ensembling).
-
-    ``keep``: the prompts are a label file's (kept, and written by ``cache.save``), not a request's."""
-    wanted = list(dict.fromkeys(p for label in parsed.labels for p in label.prompts))
-    known = cache.lookup(encoder.identity, wanted)
-    new = [p for p in wanted if p not in known]
-    if new:
-        embeddings = encoder.encode_text(new)
-        cache.store(encoder.identity, new, embeddings, keep=keep)
-        known.update(zip(new, embeddings, strict=True))
-    if keep:
-        cache.save(encoder.identity, set(wanted))
-    rows = [np.mean([known[p] for p in label.prompts], axis=0) for label in parsed.labels]
-    return normalize_rows(np.stack(rows)), len(new)
 
 
 @dataclass(frozen=True)
