@@ -159,9 +159,7 @@ class StreamEvents:
         group_thresholds: dict[str, EventThresholds] | None = None,
     ) -> list[Decision]:
         """One input at stream time ``now`` (seconds, non-decreasing), its cosine per label in ``names``."""
-        dt = 0.0 if self.last is None else max(0.0, now - self.last)
-        self.last = now if self.last is None else max(self.last, now)
-        now = self.last
+        dt, now = self._advance(now)
         out = self._forget(set(names), set(g for g in (groups or ()) if g), now)
         smooth = ema_weight(dt, self.calibration.smooth_seconds) if self.labels else 1.0
         group_scores: dict[str, float] = {}
@@ -190,17 +188,22 @@ class StreamEvents:
 
     def silence(self, now: float) -> list[Decision]:
         """An input with nothing in it (a silent audio window): every label decays toward its baseline."""
-        dt = 0.0 if self.last is None else max(0.0, now - self.last)
-        self.last = now if self.last is None else max(self.last, now)
+        dt, now = self._advance(now)
         out: list[Decision] = []
         smooth = ema_weight(dt, self.calibration.smooth_seconds)
         for tracks, is_group in ((self.labels, False), (self.groups, True)):
             for name, track in tracks.items():
                 track.smoothed -= smooth * track.smoothed
-                change = _step(track, track.smoothed, self.last, track.settings or self.defaults)
+                change = _step(track, track.smoothed, now, track.settings or self.defaults)
                 if change is not None:
-                    out.append(self._decision(track, None if is_group else name, change, self.last))
+                    out.append(self._decision(track, None if is_group else name, change, now))
         return out
+
+    def _advance(self, now: float) -> tuple[float, float]:
+        """Seconds since the last input, and the stream's time now: a clock that goes back is held where it was."""
+        dt = 0.0 if self.last is None else max(0.0, now - self.last)
+        self.last = now if self.last is None else max(self.last, now)
+        return dt, self.last
 
     def close(self, now: float | None = None) -> list[Decision]:
         """The stream ended: every open event ends now."""

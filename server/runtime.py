@@ -21,7 +21,7 @@ from .inference import LocalEmbedder, ModelThread, warm_up
 from .labels import LabelFileError
 from .labelsets import EmbeddingCache, LabelLimits, LabelSet, LabelSource
 from .metrics import Metrics
-from .outputs import build_outputs
+from .outputs import EventOutput, build_outputs
 from .preflight import find_label_file
 from .protocol import Modality
 from .registry import Registry
@@ -29,7 +29,7 @@ from .session import Serving, SessionContext
 from .settings import Settings
 from .stream_events import EventConsumer
 from .streams import ScoreConsumer
-from .watching import EventOutput, Watch
+from .watching import Watch
 from .worker import FutureSink, ItemOutcome, Job, ModelWorker, StreamKey
 
 log = logging.getLogger("sensorium")
@@ -166,8 +166,7 @@ class Runtime:
         self.sessions.broadcast(message)
         label_set = self._label_set(message["modality"]) if message["type"] == "labels" else None
         if label_set is not None:
-            groups = [g for g in getattr(label_set, "groups", ()) if g]
-            self.watch.relabelled(label_set.modality, label_set.version, label_set.names, groups)
+            self.watch.relabelled(label_set)
 
     def _warm_up_input(self, modality: Modality) -> Any:
         if modality == "image":

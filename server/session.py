@@ -239,10 +239,7 @@ class Session:
                 limit = self.settings.max_streams
                 raise InputError(ErrorCode.TOO_MANY_STREAMS, f"at most {limit} streams per connection")
             state = self.streams[key] = StreamState(key, consumers=self.context.consumers(key))
-            label_set = self.serving.label_set(modality)
-            names = label_set.names if label_set is not None else ()
-            groups = [g for g in getattr(label_set, "groups", ()) if g]
-            self.watch.stream_started(key, label_set.version if label_set is not None else 0, names, groups)
+            self.watch.stream_started(key, self.serving.label_set(modality))
         return worker, state
 
     def _submit(

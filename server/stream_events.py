@@ -49,9 +49,9 @@ class EventConsumer:
             at,
             label_set.names,
             scores.similarity,
-            getattr(label_set, "groups", None),  # label files' groups and thresholds, where the set has them
-            getattr(label_set, "thresholds", None),
-            getattr(label_set, "group_thresholds", None),
+            label_set.groups,
+            label_set.thresholds,
+            label_set.group_thresholds,
         )
         return [event_message(self.key, seq, ts, decision) for decision in decisions]
 

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .labelsets import LabelSet
 from .metrics import Metrics
+from .outputs import EventOutput
 from .worker import StreamKey
 
 log = logging.getLogger("sensorium.watch")
@@ -25,20 +27,6 @@ class Watcher(Protocol):
     id: int
 
     def send(self, message: dict[str, Any]) -> None: ...
-
-
-class EventOutput(Protocol):
-    """What the hub needs of an output (server/outputs.py, server/eventlog.py)."""
-
-    name: str
-
-    def start(self) -> None: ...
-
-    def close(self, timeout: float = 2.0) -> None: ...
-
-    def announce(self, modality: str, stream: str, client: int, labels: list[str], groups: list[str]) -> None: ...
-
-    def publish(self, event: dict[str, Any]) -> None: ...
 
 
 @dataclass
@@ -88,26 +76,28 @@ class Watch:
 
     # --- streams ------------------------------------------------------------------
 
-    def stream_started(self, key: StreamKey, labels_version: int, labels: Sequence[str], groups: Sequence[str]) -> None:
-        self.streams[key] = LiveStream(key, time.time(), labels_version)
-        self._announce(key, labels, groups)
+    def stream_started(self, key: StreamKey, label_set: LabelSet | None) -> None:
+        self.streams[key] = LiveStream(key, time.time(), label_set.version if label_set is not None else 0)
+        self._announce(key, label_set)
         self._tell_watchers()
 
     def stream_ended(self, key: StreamKey) -> None:
         if self.streams.pop(key, None) is not None:
             self._tell_watchers()
 
-    def relabelled(self, modality: str, version: int, labels: Sequence[str], groups: Sequence[str]) -> None:
+    def relabelled(self, label_set: LabelSet) -> None:
         """A label file reloaded: outputs learn the new labels of every live stream of that modality."""
         for live in self.streams.values():
-            if live.key.modality == modality:
-                live.labels_version = version
-                self._announce(live.key, labels, groups)
+            if live.key.modality == label_set.modality:
+                live.labels_version = label_set.version
+                self._announce(live.key, label_set)
         self._tell_watchers()
 
-    def _announce(self, key: StreamKey, labels: Sequence[str], groups: Sequence[str]) -> None:
+    def _announce(self, key: StreamKey, label_set: LabelSet | None) -> None:
+        labels = list(label_set.names) if label_set is not None else []
+        groups = sorted({g for g in label_set.groups if g}) if label_set is not None else []
         for output in self.outputs:
-            output.announce(key.modality, key.name, key.session, list(labels), sorted(set(groups)))
+            output.announce(key.modality, key.name, key.session, labels, groups)
 
     def _tell_watchers(self) -> None:
         if self._watchers:
