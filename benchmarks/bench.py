@@ -246,7 +246,7 @@ def time_forward(encoder: Encoder, sample: Any, batch: int, window: float = 1.5)
 
 
 def time_similarity(count: int, encoder: Encoder, window: float = 0.5) -> dict[str, float]:
-    from server.scoring import normalize_rows, similarities, softmax_scores, top_labels
+    from server.scoring import normalize_rows, similarities, top_labels
 
     rng = np.random.default_rng(0)
     dim = encoder.encode_text(["a"]).shape[1]
@@ -259,7 +259,7 @@ def time_similarity(count: int, encoder: Encoder, window: float = 0.5) -> dict[s
 
         def once() -> None:
             similarity = similarities(embeddings, matrix)
-            scores = softmax_scores(similarity, encoder.logit_scale)
+            scores = encoder.scoring.scores(similarity)
             for row in range(size):
                 top_labels(names, scores[row], similarity[row], 5, 0.0)
 

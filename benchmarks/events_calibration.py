@@ -108,7 +108,7 @@ def main() -> None:
 
     slideshow = embed(encoder, slideshow_frames())
     steady = embed(encoder, steady_frames(300))
-    scale = encoder.logit_scale
+    scale = encoder.scoring.scale
     for name, frames in (("slideshow", slideshow), ("steady scene", steady)):
         cos_small, cos_large = frames @ small.T, frames @ large.T
         soft_small = softmax_scores(cos_small, scale)[:, watched]

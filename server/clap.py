@@ -13,6 +13,7 @@ from .encoders import ModelSpec
 from .hub import ModelUnavailable, cache_location, hub_is_offline
 from .identity import model_identity, torch_fingerprint
 from .protocol import Modality
+from .scoring import Scoring
 
 TEXT_BATCH = 256
 
@@ -68,7 +69,7 @@ class ClapEncoder:
         self.sample_rate: int | None = int(processor.feature_extractor.sampling_rate)
         # Unfused checkpoints take one mel view; the extractor's "fusion" default makes four and crashes them.
         self.truncation = "fusion" if model.config.audio_config.enable_fusion else "rand_trunc"
-        self.logit_scale = float(model.logit_scale_a.exp().item())
+        self.scoring = Scoring("softmax", float(model.logit_scale_a.exp().item()))
 
     @classmethod
     def load(cls, model_id: str, device: str, precision: str = "fp32") -> ClapEncoder:

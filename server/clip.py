@@ -16,6 +16,7 @@ from .hub import ModelUnavailable, cache_location, hub_is_offline
 from .identity import model_identity, torch_fingerprint
 from .preprocess import PreprocessSpec, preprocess
 from .protocol import Modality
+from .scoring import Scoring
 
 log = logging.getLogger("sensorium.models")
 
@@ -96,7 +97,7 @@ class ClipEncoder:
         self.precision = precision
         self.identity = model_identity("open_clip", name, torch_fingerprint(model), precision)
         self.dtype = next(model.parameters()).dtype
-        self.logit_scale = float(model.logit_scale.exp().item())
+        self.scoring = Scoring("softmax", float(model.logit_scale.exp().item()))
         self.spec = PreprocessSpec.from_open_clip(get_model_preprocess_cfg(model))
 
     @classmethod

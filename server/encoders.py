@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .protocol import Modality
+from .scoring import Scoring
 from .settings import Settings
 
 
@@ -27,7 +28,7 @@ class Encoder(Protocol):
     modality: Modality
     name: str  # what clients are shown
     identity: str  # what text embeddings of this model are cached under: family, name, weights, precision
-    logit_scale: float  # the model's learned temperature, for softmax scores
+    scoring: Scoring  # how the model's family turns cosines into scores, with its learned constants
     device: str  # "cpu", "cuda", ...
     backend: str  # "torch", ...
     precision: str  # "fp32", "fp16", "bf16"

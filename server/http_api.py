@@ -390,7 +390,7 @@ class HttpApi:
         """Score an embedding against the label set ``like`` was scored against."""
         assert like.scores is not None
         label_set = like.scores.label_set
-        (scores,) = score_batch(embedding, [label_set], self.runtime.encoders[label_set.modality].logit_scale)
+        (scores,) = score_batch(embedding, [label_set], self.runtime.encoders[label_set.modality].scoring)
         return scores.top(call["top_k"], call["min_score"])
 
     def _embeddings(self, modality: Modality, matrix: np.ndarray) -> dict[str, Any]:

@@ -132,7 +132,7 @@ class OpenVinoEncoder:
         self.name = torch_encoder.name
         # Label embeddings come from the torch fp32 text tower: the torch encoder's identity is theirs.
         self.identity = torch_encoder.identity
-        self.logit_scale = torch_encoder.logit_scale
+        self.scoring = torch_encoder.scoring
         self.input_side = torch_encoder.input_side
         self.sample_rate = torch_encoder.sample_rate
         self.precision = precision

@@ -96,7 +96,7 @@ class Runtime:
             return
         for modality, encoder in self.encoders.items():
             worker = ModelWorker(
-                LocalEmbedder(encoder, self.model_threads[modality]), self.label_sources[modality], encoder.logit_scale,
+                LocalEmbedder(encoder, self.model_threads[modality]), self.label_sources[modality], encoder.scoring,
                 self.settings.max_batch, self.settings.batch_wait_ms,
                 observe_batch=self.metrics.batch_size.labels(modality).observe,
             )  # fmt: skip
@@ -266,6 +266,7 @@ class Runtime:
                 "model": encoder.name,
                 "backend": encoder.backend,
                 "precision": encoder.precision,
+                "scoring": encoder.scoring.describe(),
                 "labels_version": current.version if current else 0,
                 "label_count": len(current.names) if current else 0,
             }
@@ -312,6 +313,7 @@ class Runtime:
                     "device": encoder.device,
                     "backend": encoder.backend,
                     "precision": encoder.precision,
+                    "scoring": encoder.scoring.describe(),
                 }
                 for modality, encoder in self.encoders.items()
             },

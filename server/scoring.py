@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -21,6 +21,39 @@ def softmax_scores(similarity: np.ndarray, logit_scale: float) -> np.ndarray:
     np.exp(logits, out=logits)
     logits /= logits.sum(axis=-1, keepdims=True)
     return logits
+
+
+def sigmoid_scores(similarity: np.ndarray, logit_scale: float, logit_bias: float) -> np.ndarray:
+    """Each label on its own: sigmoid(logit_scale x cosine + logit_bias), as SigLIP was trained."""
+    logits = similarity.astype(np.float64) * logit_scale + logit_bias
+    # 0.5 * (1 + tanh(x / 2)) is the sigmoid without exp's overflow for very negative logits.
+    out: np.ndarray = 0.5 * (1.0 + np.tanh(0.5 * logits))
+    return out
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How a model family turns cosines into scores, with the model's own learned constants.
+
+    ``softmax`` (CLIP, CLAP): a distribution over the label set; adding labels takes score from the others.
+    ``sigmoid`` (SigLIP): each label's own probability of matching; labels do not compete.
+    """
+
+    kind: Literal["softmax", "sigmoid"]
+    scale: float  # the learned temperature, exp(logit_scale)
+    bias: float = 0.0  # sigmoid only: the learned logit bias
+
+    def scores(self, similarity: np.ndarray) -> np.ndarray:
+        if self.kind == "sigmoid":
+            return sigmoid_scores(similarity, self.scale, self.bias)
+        return softmax_scores(similarity, self.scale)
+
+    def describe(self) -> dict[str, Any]:
+        """What clients are told (welcome, /v1/models): the rule and its constants."""
+        described: dict[str, Any] = {"kind": self.kind, "scale": round(self.scale, 6)}
+        if self.kind == "sigmoid":
+            described["bias"] = round(self.bias, 6)
+        return described
 
 
 def top_labels(
@@ -72,19 +105,19 @@ class Scores:
 
     label_set: Any  # the LabelMatrix scored against (a LabelSet in the server)
     similarity: np.ndarray  # (labels,) raw cosines
-    scores: np.ndarray  # (labels,) softmax over the whole set
+    scores: np.ndarray  # (labels,) the model family's scores (Scoring)
 
     def top(self, top_k: int, min_score: float) -> list[dict[str, Any]]:
         groups = getattr(self.label_set, "groups", None)  # label files' groups, where the set has them
         return top_labels(self.label_set.names, self.scores, self.similarity, top_k, min_score, groups)
 
 
-def score_batch(embeddings: np.ndarray, label_sets: list[LabelMatrix], logit_scale: float) -> list[Scores]:
+def score_batch(embeddings: np.ndarray, label_sets: list[LabelMatrix], scoring: Scoring) -> list[Scores]:
     """Score each row of ``embeddings`` against its own label set; rows sharing a set take one matrix product."""
     out: dict[int, Scores] = {}
     for label_set in {id(s): s for s in label_sets}.values():
         rows = [i for i, s in enumerate(label_sets) if s is label_set]
         similarity = similarities(embeddings[rows], label_set.matrix)
-        scores = softmax_scores(similarity, logit_scale)
+        scores = scoring.scores(similarity)
         out.update({i: Scores(label_set, similarity[n], scores[n]) for n, i in enumerate(rows)})
     return [out[i] for i in range(len(label_sets))]

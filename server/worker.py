@@ -21,7 +21,7 @@ import numpy as np
 from .inference import Embedded, Embedder
 from .labelsets import LabelSet, LabelSource
 from .protocol import Modality
-from .scoring import Scores, score_batch
+from .scoring import Scores, Scoring, score_batch
 from .timing import ms_between
 
 log = logging.getLogger("sensorium.worker")
@@ -135,14 +135,14 @@ class ModelWorker:
         self,
         embedder: Embedder,
         labels: LabelSource,
-        logit_scale: float,
+        scoring: Scoring,
         max_batch: int,
         batch_wait_ms: float = 0.0,
         observe_batch: Callable[[float], None] | None = None,
     ) -> None:
         self.embedder = embedder
         self.labels = labels  # read at batch time, so a reload applies from the next batch
-        self.logit_scale = logit_scale
+        self.scoring = scoring
         self.max_batch = max_batch
         self.batch_wait_s = batch_wait_ms / 1000
         self.observe_batch = observe_batch or (lambda size: None)
@@ -197,7 +197,7 @@ class ModelWorker:
 
     def _score(self, jobs: list[Job], embedded: Embedded, label_set: LabelSet, started: float) -> list[ItemOutcome]:
         t0 = time.perf_counter()
-        scores = score_batch(embedded.embeddings, [job.labels or label_set for job in jobs], self.logit_scale)
+        scores = score_batch(embedded.embeddings, [job.labels or label_set for job in jobs], self.scoring)
         similarity_ms = ms_between(t0, time.perf_counter())
         return [
             ItemOutcome(

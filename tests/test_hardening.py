@@ -332,7 +332,7 @@ def test_model_failure_on_one_input_fails_only_that_input(image_model, label_dir
     source.load_now()
 
     async def scenario():
-        worker = ModelWorker(LocalEmbedder(encoder), source, encoder.logit_scale, max_batch=8)
+        worker = ModelWorker(LocalEmbedder(encoder), source, encoder.scoring, max_batch=8)
         sinks, images = [], [np.zeros((48, 64, 3), np.uint8), np.zeros((13, 64, 3), np.uint8)] * 2
         for n, image in enumerate(images):
             sink = FutureSink()

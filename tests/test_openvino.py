@@ -100,7 +100,7 @@ def held_to_torch(reference: Encoder, candidate: Encoder, inputs: list[np.ndarra
 def check_encoder_fields(reference: Encoder, candidate: Encoder, precision: str) -> None:
     assert (candidate.backend, candidate.device, candidate.precision) == ("openvino", "cpu", precision)
     assert candidate.modality == reference.modality and candidate.name == reference.name
-    assert candidate.logit_scale == pytest.approx(reference.logit_scale)
+    assert candidate.scoring == reference.scoring
     assert (candidate.input_side, candidate.sample_rate) == (reference.input_side, reference.sample_rate)
     # Text stays on torch fp32: the label embeddings, and so their cache identity, are torch's.
     assert candidate.identity == reference.identity

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from server.scoring import normalize_rows, similarities, softmax_scores, top_labels
 
@@ -30,3 +31,20 @@ def test_top_labels_sorted_bounded_and_filtered():
 def test_softmax_is_stable_for_large_logits():
     scores = softmax_scores(np.array([[1.0, 0.99, -1.0]]), 1000.0)
     assert np.isfinite(scores).all() and abs(scores.sum() - 1) < 1e-9
+
+
+def test_sigmoid_scores_each_label_on_its_own():
+    from server.scoring import Scoring
+
+    sigmoid = Scoring("sigmoid", scale=10.0, bias=-5.0)
+    sims = np.array([[0.9, 0.1, 0.5]])
+    scores = sigmoid.scores(sims)
+    assert scores[0] == pytest.approx(1 / (1 + np.exp(-(10.0 * sims[0] - 5.0))))
+    # Adding a label changes nothing for the others, unlike a softmax.
+    wider = sigmoid.scores(np.array([[0.9, 0.1, 0.5, 0.95]]))
+    assert wider[0, :3] == pytest.approx(scores[0])
+    softmax = Scoring("softmax", scale=10.0)
+    assert softmax.scores(sims).sum() == pytest.approx(1.0)
+    assert softmax.scores(np.array([[0.9, 0.1, 0.5, 0.95]]))[0, 0] < softmax.scores(sims)[0, 0]
+    # No overflow warnings at extreme logits.
+    assert Scoring("sigmoid", 1e4, -1e4).scores(np.array([[-1.0, 1.0]]))[0].tolist() == pytest.approx([0.0, 0.5])

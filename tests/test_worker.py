@@ -168,7 +168,7 @@ def test_the_worker_keeps_as_many_batches_in_flight_as_the_embedder_takes(image_
 
     async def scenario():
         embedder = GatedEmbedder(encoder)
-        worker = ModelWorker(embedder, source, encoder.logit_scale, max_batch=1)
+        worker = ModelWorker(embedder, source, encoder.scoring, max_batch=1)
         runner = asyncio.create_task(worker.run())
         sinks = [FutureSink() for _ in range(3)]
         for n, sink in enumerate(sinks):
