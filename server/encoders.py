@@ -9,6 +9,7 @@ an optional backend's packages are needed only by those who use it.
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -58,39 +59,68 @@ class ModelSpec:
     """Which model to build, where, and with which backend."""
 
     modality: Modality
-    model: str  # image: an open_clip name, hf-hub:..., local-dir:...; audio: a hub id or a folder
+    model: str  # see model_family: an open_clip name, hf-hub:, local-dir:, a hub id, a folder, a .pt file
     pretrained: str | None = None  # image: a pretrained tag or weights file for a built-in architecture
     device: str = "cpu"
     backend: str = "torch"  # resolved: never "auto" here
     precision: str = "fp32"  # resolved: fp32, bf16 or fp16, never "auto" here
 
+    @property
+    def family(self) -> str:
+        return model_family(self.modality, self.model)
 
-# (modality, backend) -> the module whose ``load(spec)`` builds that encoder.
-BACKENDS: dict[tuple[Modality, str], str] = {
-    ("image", "torch"): "server.clip",
-    ("audio", "torch"): "server.clap",
-    ("image", "openvino"): "server.openvino_backend",
-    ("audio", "openvino"): "server.openvino_backend",
+
+def model_family(modality: Modality, model: str) -> str:
+    """Which library's checkpoint format ``--image-model`` / ``--audio-model`` names, from its spelling alone.
+
+    Images: ``local-dir:``, ``hf-hub:`` and built-in names (``ViT-B-32``) are open_clip; a hub id
+    (``openai/clip-vit-base-patch32``) or a folder written by ``save_pretrained`` (it has config.json) is
+    transformers (CLIP, SigLIP, SigLIP 2). Audio: a ``.pt``/``.ckpt`` file or ``laion-clap:NAME`` is a laion_clap
+    training checkpoint; anything else is a transformers CLAP hub id or folder.
+    """
+    if modality == "audio":
+        if model.startswith("laion-clap:") or model.endswith((".pt", ".pth", ".ckpt")):
+            return "laion_clap"
+        return "clap"
+    if model.startswith(("local-dir:", "hf-hub:")):
+        return "open_clip"
+    if os.path.isdir(model):
+        return "open_clip" if os.path.isfile(os.path.join(model, "open_clip_config.json")) else "transformers"
+    if "/" in model:
+        return "transformers"
+    return "open_clip"
+
+
+# (family, backend) -> the module whose ``load(spec)`` builds that encoder; see model_family.
+BACKENDS: dict[tuple[str, str], str] = {
+    ("open_clip", "torch"): "server.clip",
+    ("clap", "torch"): "server.clap",
+    ("open_clip", "openvino"): "server.openvino_backend",
+    ("clap", "openvino"): "server.openvino_backend",
 }
 
 
 def build_encoder(spec: ModelSpec) -> Encoder:
     """Load one model (blocking; minutes on a first download)."""
-    module = BACKENDS.get((spec.modality, spec.backend))
+    module = BACKENDS.get((spec.family, spec.backend))
     if module is None:
-        known = ", ".join(sorted(b for m, b in BACKENDS if m == spec.modality))
-        raise ValueError(f"no {spec.backend!r} backend for {spec.modality} models (known: {known})")
+        raise ValueError(_no_backend(spec))
     encoder: Encoder = importlib.import_module(module).load(spec)
     return encoder
 
 
 def missing_model(spec: ModelSpec) -> str | None:
     """Why a model cannot be built from what is here and reachable (checked before loading), or None."""
-    module = BACKENDS.get((spec.modality, spec.backend))
+    module = BACKENDS.get((spec.family, spec.backend))
     if module is None:
-        return f"no {spec.backend!r} backend for {spec.modality} models"
+        return _no_backend(spec)
     problem: str | None = importlib.import_module(module).missing(spec)
     return problem
+
+
+def _no_backend(spec: ModelSpec) -> str:
+    known = ", ".join(sorted(backend for family, backend in BACKENDS if family == spec.family))
+    return f"no {spec.backend!r} backend for {spec.family} {spec.modality} models (known: {known})"
 
 
 def resolve_device(choice: str) -> str:

@@ -112,7 +112,7 @@ def _refusal(spec: ModelSpec) -> str | None:
 
 
 def _torch_backend(spec: ModelSpec) -> Any:
-    return importlib.import_module(BACKENDS[(spec.modality, "torch")])
+    return importlib.import_module(BACKENDS[(spec.family, "torch")])
 
 
 def _torch_spec(spec: ModelSpec) -> ModelSpec:

@@ -31,7 +31,8 @@ class Settings:
     port: int = flag("network", "port (default %(default)s)", 8000)
     image_model: str = flag(
         "models",
-        "open_clip model: a built-in name, hf-hub:org/repo, or local-dir:/path (default %(default)s)",
+        "open_clip: a built-in name, hf-hub:org/repo or local-dir:/path; transformers CLIP or SigLIP: a hub id "
+        "(openai/clip-vit-base-patch32) or a save_pretrained folder (default %(default)s)",
         DEFAULT_IMAGE_MODEL,
     )
     image_pretrained: str | None = flag(
@@ -41,7 +42,8 @@ class Settings:
     )
     audio_model: str = flag(
         "models",
-        "CLAP checkpoint: a hub id or a folder written by save_pretrained (default %(default)s)",
+        "CLAP: a transformers hub id or save_pretrained folder, or a laion_clap checkpoint (a .pt file, or "
+        "laion-clap:NAME to download one) (default %(default)s)",
         DEFAULT_AUDIO_MODEL,
     )
     device: DeviceChoice = flag(
