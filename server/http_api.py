@@ -1,25 +1,22 @@
 """HTTP API for one-shot requests: classify, match, embed. Same models, cache, batching and limits as /ws.
 
 Inputs come as a raw body (options in the query string) or as multipart/form-data (a ``file`` part,
-options as fields). What each endpoint takes is declared in server/http_params.py, which also writes the
-OpenAPI schema. Errors are JSON ``{"error": {"code", "message"}}`` with the status of server/errors.py's
-table. At most ``--max-requests`` requests are inside the models at once; one more is answered 503 ``busy``
-at once, never queued.
+options as fields), read within the size limit by server/http_body.py. What each endpoint takes is declared
+in server/http_params.py, which also writes the OpenAPI schema. Errors are JSON ``{"error": {"code",
+"message"}}`` with the status of server/errors.py's table. At most ``--max-requests`` requests are inside
+the models at once; one more is answered 503 ``busy`` at once, never queued.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 import numpy as np
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -27,6 +24,7 @@ from starlette.routing import Route
 from .audio import decode_pcm, decode_sound_file, resample, split_windows
 from .errors import ErrorCode, InputError
 from .events_api import answer as events_answer
+from .http_body import Upload, json_object, read_body, read_upload
 from .http_params import AUDIO_MEDIA_TYPES, IMAGE_MEDIA_TYPES, Operation, operations
 from .imaging import decode_image, sniff_image_format
 from .labels import LabelFileError
@@ -44,14 +42,6 @@ SOUND_FILE_TYPES = frozenset({"audio/wav", "audio/x-wav", "audio/wave", "audio/f
 RAW_AUDIO_TYPES = frozenset({"audio/l16", *UNTYPED})
 AUDIO_TYPES = frozenset({*AUDIO_MEDIA_TYPES, *SOUND_FILE_TYPES, *RAW_AUDIO_TYPES})
 RETRY_AFTER_S = 1  # told to clients on every 503
-
-
-@dataclass
-class Upload:
-    """The file of a request: its bytes and their media type."""
-
-    data: bytes
-    content_type: str
 
 
 @dataclass
@@ -119,14 +109,14 @@ class HttpApi:
     async def classify_image(self, call: Call) -> dict[str, Any]:
         image, decode_ms = await self._decode_image(call)
         self._enter_models(call)
-        labels = await self._adhoc_labels("image", call["labels"])
+        labels = await self._adhoc_labels("image", call)
         outcome = await self._infer("image", image, call.received, decode_ms, labels)
         return self._classification("image", outcome, labels, call, decode_ms)
 
     async def classify_audio(self, call: Call) -> dict[str, Any]:
         samples, decode_ms = await self._decode_audio(call)
         self._enter_models(call)
-        labels = await self._adhoc_labels("audio", call["labels"])
+        labels = await self._adhoc_labels("audio", call)
         rate = self.runtime.audio_rate
         windows, outcomes = await self._infer_clip(samples, call.received, decode_ms, labels)
         body = self._classification("audio", outcomes[0], labels, call, decode_ms)
@@ -221,59 +211,13 @@ class HttpApi:
         """Read the request as ``op`` takes it and check every declared parameter."""
         items = list(request.query_params.multi_items())
         if op.body == "json":
-            body = await self._json_object(request)
+            body = await json_object(request, self.limit)
             return Call({**op.parse(items, request.path_params), **op.parse_json(body)}, received)
         if op.body in ("image", "audio"):
-            upload, fields = await self._upload(request)
+            upload, fields = await read_upload(request, self.limit)
             return Call(op.parse(items + fields, request.path_params), received, upload=upload)
-        data = await self._read_body(request) if op.body == "text" else b""
+        data = await read_body(request, self.limit) if op.body == "text" else b""
         return Call(op.parse(items, request.path_params), received, body=data)
-
-    async def _read_body(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            raise InputError(ErrorCode.TOO_LARGE, f"the body is {declared} bytes; the limit is {self.limit}")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.limit:  # a body without a length header is cut off at the limit too
-                raise InputError(ErrorCode.TOO_LARGE, f"the body is over the limit of {self.limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def _json_object(self, request: Request) -> dict[str, Any]:
-        try:
-            body = json.loads(await self._read_body(request))
-        except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            raise InputError(ErrorCode.BAD_MESSAGE, f"send a JSON object: {exc}") from None
-        if not isinstance(body, dict):
-            raise InputError(ErrorCode.BAD_MESSAGE, 'send a JSON object like {"texts": ["a dog"], "modality": "image"}')
-        return body
-
-    async def _upload(self, request: Request) -> tuple[Upload, list[tuple[str, str]]]:
-        """The file (the raw body, or a multipart ``file`` part) and the form's other fields."""
-        body = await self._read_body(request)
-        content_type = request.headers.get("content-type", "")
-        if not content_type.startswith("multipart/form-data"):
-            if not body:
-                raise InputError(ErrorCode.BAD_FIELD, "the request body is empty: send the file as the body")
-            return Upload(body, _media_type(content_type)), []
-
-        async def stream() -> AsyncGenerator[bytes, None]:
-            yield body
-
-        try:
-            form = await MultiPartParser(request.headers, stream(), max_files=1, max_part_size=self.limit).parse()
-        except MultiPartException as exc:
-            raise InputError(ErrorCode.BAD_MESSAGE, f"malformed multipart body: {exc.message}") from None
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise InputError(ErrorCode.BAD_FIELD, "the multipart form needs a 'file' part")
-        data = await upload.read()
-        if not data:
-            raise InputError(ErrorCode.BAD_FIELD, "the 'file' part is empty")
-        fields = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
-        return Upload(data, _media_type(upload.content_type or "")), fields
 
     # --- decoding (off the event loop) ---------------------------------------------------
 
@@ -334,11 +278,13 @@ class HttpApi:
         self.in_models += 1
         call.in_models = True
 
-    async def _adhoc_labels(self, modality: Modality, names: list[str] | None) -> LabelSet | None:
+    async def _adhoc_labels(self, modality: Modality, call: Call) -> LabelSet | None:
+        """The request's own labels, encoded through the label cache (or afresh, with ``encode=all``)."""
+        names: list[str] | None = call["labels"]
         if names is None:
             return None
         try:
-            return await self._source(modality).adhoc(names)
+            return await self._source(modality).adhoc(names, refresh=call["encode"] == "all")
         except LabelFileError as exc:
             raise InputError(ErrorCode.BAD_FIELD, f"labels: {exc}") from None
 
@@ -365,6 +311,7 @@ class HttpApi:
     def _classification(
         self, modality: Modality, outcome: ItemOutcome, labels: LabelSet | None, call: Call, decode_ms: float
     ) -> dict[str, Any]:
+        assert outcome.scores is not None
         body: dict[str, Any] = {
             "model": self.runtime.encoders[modality].name,
             "top": self._top(outcome, call),
@@ -374,10 +321,14 @@ class HttpApi:
                 "preprocess_ms": outcome.preprocess_ms,
                 "encode_ms": outcome.encode_ms,
                 "similarity_ms": outcome.similarity_ms,
+                # The request's labels through the text tower (before the input's own stages); the file's
+                # labels were encoded when the file loaded.
+                "text_ms": 0.0 if labels is None else labels.encode_ms,
                 "total_ms": ms_since(call.received),
             },
+            "labels": label_encoding(outcome.scores.label_set, adhoc=labels is not None),
         }
-        if labels is None and outcome.scores is not None:
+        if labels is None:
             body["labels_version"] = outcome.scores.label_set.version
         return body
 
@@ -415,6 +366,13 @@ def mean_embedding(outcomes: list[ItemOutcome]) -> np.ndarray:
     return normalize_rows(np.mean(rows, axis=0)[None, :])
 
 
+def label_encoding(label_set: LabelSet, *, adhoc: bool) -> dict[str, Any]:
+    """What a request's labels cost: how many the text tower encoded and how many came from the cache."""
+    count = len(label_set.names)
+    encoded = label_set.new_labels if adhoc else 0
+    return {"source": "request" if adhoc else "file", "count": count, "encoded": encoded, "cached": count - encoded}
+
+
 def error_response(code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """The one shape of every HTTP error: ``{"error": {"code", "message"}}``, the table's status for the code."""
     error = InputError(code, message)
@@ -422,7 +380,3 @@ def error_response(code: str, message: str, headers: Mapping[str, str] | None = 
     if error.status == 503:
         headers.setdefault("Retry-After", str(RETRY_AFTER_S))
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=error.status, headers=headers)
-
-
-def _media_type(content_type: str) -> str:
-    return content_type.split(";")[0].strip().lower()

@@ -251,6 +251,14 @@ def operations(settings: Settings) -> tuple[Operation, ...]:
         rule="a label line (not blank, no '#', not starting with '@', '[' or '{', '=' only as 'name = prompt')",
         max_items=MAX_ADHOC_LABELS,
     )
+    encode = Param(
+        "encode",
+        "string",
+        "with `labels`: `new` runs only the prompts not in the label cache through the text tower, `all` runs every "
+        "one (to time the text encoder against the label count); the label file's own set is encoded when it loads",
+        default="new",
+        enum=("new", "all"),
+    )
     top_k = Param(
         "top_k",
         "integer",
@@ -292,13 +300,13 @@ def operations(settings: Settings) -> tuple[Operation, ...]:
     return (
         Operation(
             "classify_image", "POST", "/v1/classify/image", "Classify one image", "Classification",
-            "the top labels", params=(labels, top_k, min_score), body="image", modality="image",
+            "the top labels", params=(labels, encode, top_k, min_score), body="image", modality="image",
             errors=_IMAGE_ERRORS,
         ),
         Operation(
             "classify_audio", "POST", "/v1/classify/audio",
             "Classify a whole sound clip (long clips window by window, plus overall)", "AudioClassification",
-            "overall and per-window top labels", params=(labels, top_k, min_score, *pcm), body="audio",
+            "overall and per-window top labels", params=(labels, encode, top_k, min_score, *pcm), body="audio",
             modality="audio", errors=_AUDIO_ERRORS,
         ),
         Operation(

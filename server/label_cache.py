@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -111,14 +112,24 @@ class EmbeddingCache:
         return len(self._kept) + len(self._transient)
 
 
-def embed_labels(
-    encoder: Encoder, parsed: ParsedLabels, cache: EmbeddingCache, *, keep: bool = True
-) -> tuple[np.ndarray, int]:
+@dataclass(frozen=True)
+class EmbeddedLabels:
+    """A label set's embedding matrix and what making it cost: how much the text tower had to encode."""
+
+    matrix: np.ndarray  # (labels, dim), unit rows
+    new_prompts: int  # prompts run through the text tower
+    new_labels: int  # labels with at least one such prompt; the others came wholly from the cache
+
+
+def embed_label_set(
+    encoder: Encoder, parsed: ParsedLabels, cache: EmbeddingCache, *, keep: bool = True, refresh: bool = False
+) -> EmbeddedLabels:
     """One row per label: the normalized mean of its prompts' embeddings (prompt ensembling).
 
-    ``keep``: the prompts are a label file's (kept, and written by ``cache.save``), not a request's."""
+    ``keep``: the prompts are a label file's (kept, and written by ``cache.save``), not a request's.
+    ``refresh``: encode every prompt, cached or not (a request timing the text tower); the cache is updated."""
     wanted = list(dict.fromkeys(p for label in parsed.labels for p in label.prompts))
-    known = cache.lookup(encoder.identity, wanted)
+    known = {} if refresh else cache.lookup(encoder.identity, wanted)
     new = [p for p in wanted if p not in known]
     if new:
         embeddings = encoder.encode_text(new)
@@ -127,4 +138,14 @@ def embed_labels(
     if keep:
         cache.save(encoder.identity, set(wanted))
     rows = [np.mean([known[p] for p in label.prompts], axis=0) for label in parsed.labels]
-    return normalize_rows(np.stack(rows)), len(new)
+    encoded = set(new)
+    new_labels = sum(1 for label in parsed.labels if not encoded.isdisjoint(label.prompts))
+    return EmbeddedLabels(normalize_rows(np.stack(rows)), len(new), new_labels)
+
+
+def embed_labels(
+    encoder: Encoder, parsed: ParsedLabels, cache: EmbeddingCache, *, keep: bool = True
+) -> tuple[np.ndarray, int]:
+    """``embed_label_set``'s matrix and the number of prompts it encoded."""
+    embedded = embed_label_set(encoder, parsed, cache, keep=keep)
+    return embedded.matrix, embedded.new_prompts

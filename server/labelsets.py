@@ -20,7 +20,7 @@ from . import protocol
 from .encoders import Encoder
 from .events import EventThresholds
 from .inference import ModelThread
-from .label_cache import EmbeddingCache, embed_labels
+from .label_cache import EmbeddingCache, embed_label_set, embed_labels
 from .labels import (
     DEFAULT_TEMPLATES,
     Label,
@@ -45,6 +45,7 @@ class LabelSet:
     matrix: np.ndarray  # (labels, dim), unit rows
     encode_ms: float
     new_prompts: int  # prompts this load had to run through the text tower
+    new_labels: int = 0  # labels with at least one such prompt (the others came wholly from the cache)
     # One per label, aligned with ``names`` (left out: no groups and no settings for any label).
     groups: tuple[str | None, ...] = ()
     thresholds: tuple[EventThresholds | None, ...] = ()  # a label's own event settings over its file's
@@ -182,10 +183,11 @@ class LabelSource:
                     return True  # the directory itself came or went
         return False
 
-    async def adhoc(self, names: list[str]) -> LabelSet:
-        """A label set for one request, encoded through the same cache (version 0: not the file's)."""
+    async def adhoc(self, names: list[str], *, refresh: bool = False) -> LabelSet:
+        """A label set for one request, encoded through the same cache (version 0: not the file's);
+        ``refresh``: every prompt through the text tower, cached or not."""
         parsed = parse_label_text("\n".join(names), DEFAULT_TEMPLATES[self.modality], label_options=False)
-        return await self.model_thread.run(self._build, parsed, 0)
+        return await self.model_thread.run(self._build, parsed, 0, refresh)
 
     async def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Embeddings of texts as given (no template), through the cache."""
@@ -274,10 +276,11 @@ class LabelSource:
             raise LabelFileError(f"{len(parsed.labels)} labels is over the limit of {self.limits.max_labels}")
         return parsed
 
-    def _build(self, parsed: ParsedLabels, version: int) -> LabelSet:
+    def _build(self, parsed: ParsedLabels, version: int, refresh: bool = False) -> LabelSet:
         started = time.perf_counter()
-        matrix, new_prompts = embed_labels(self.encoder, parsed, self.cache, keep=version > 0)
+        embedded = embed_label_set(self.encoder, parsed, self.cache, keep=version > 0, refresh=refresh)
         encode_ms = (time.perf_counter() - started) * 1000
+        new_prompts = embedded.new_prompts
         if version > 0:  # not for ad-hoc sets
             entry = {
                 "version": version,
@@ -291,9 +294,10 @@ class LabelSource:
             version=version,
             names=parsed.names,
             prompts=tuple(label.prompts for label in parsed.labels),
-            matrix=matrix,
+            matrix=embedded.matrix,
             encode_ms=encode_ms,
             new_prompts=new_prompts,
+            new_labels=embedded.new_labels,
             groups=tuple(label.group for label in parsed.labels),
             thresholds=tuple(label.thresholds for label in parsed.labels),
             group_thresholds=dict(parsed.group_thresholds),

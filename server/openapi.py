@@ -167,22 +167,49 @@ _TOP = {
 }
 _TIMINGS = {
     "type": "object",
+    "required": ["decode_ms", "queue_ms", "preprocess_ms", "encode_ms", "similarity_ms", "text_ms", "total_ms"],
     "properties": {
-        k: {"type": "number"}
-        for k in ("decode_ms", "queue_ms", "preprocess_ms", "encode_ms", "similarity_ms", "total_ms")
+        **{
+            k: {"type": "number"}
+            for k in ("decode_ms", "queue_ms", "preprocess_ms", "encode_ms", "similarity_ms", "total_ms")
+        },
+        "text_ms": {
+            "type": "number",
+            "description": "encoding the request's `labels` (only those not cached, unless `encode=all`); 0 without",
+        },
+    },
+}
+_LABEL_ENCODING = {
+    "type": "object",
+    "description": "the labels scored against and what encoding them cost: `encoded` + `cached` = `count`",
+    "required": ["source", "count", "encoded", "cached"],
+    "properties": {
+        "source": {
+            "type": "string",
+            "enum": ["request", "file"],
+            "description": "the request's `labels` or the file's",
+        },
+        "count": {"type": "integer", "minimum": 1},
+        "encoded": {"type": "integer", "minimum": 0, "description": "labels the text tower encoded for this request"},
+        "cached": {"type": "integer", "minimum": 0, "description": "labels wholly from the label cache"},
     },
 }
 _CLASSIFICATION = {
     "model": {"type": "string"},
     "top": _TOP,
     "timings": _TIMINGS,
+    "labels": _LABEL_ENCODING,
     "labels_version": {"type": "integer", "description": "absent with ad-hoc labels"},
 }
 _COMPONENTS: dict[str, Any] = {
-    "Classification": {"type": "object", "required": ["model", "top", "timings"], "properties": _CLASSIFICATION},
+    "Classification": {
+        "type": "object",
+        "required": ["model", "top", "timings", "labels"],
+        "properties": _CLASSIFICATION,
+    },
     "AudioClassification": {
         "type": "object",
-        "required": ["model", "top", "timings", "duration_s", "windows"],
+        "required": ["model", "top", "timings", "labels", "duration_s", "windows"],
         "properties": {
             **_CLASSIFICATION,
             "duration_s": {"type": "number"},

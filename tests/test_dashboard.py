@@ -3,6 +3,7 @@ fake camera and microphone, against the real server with the small test models."
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -215,7 +216,7 @@ def test_the_page_reconnects_after_a_server_restart(browser, settings):
 def test_served_offline_from_the_package(server):
     page = httpx.get(f"{server.http}/")
     assert page.status_code == 200 and "/static/app.js" in page.text
-    for name in ("app.js", "msgpack.js", "worklet.js", "style.css", "watch.js", "timeline.js"):
+    for name in ("app.js", "msgpack.js", "worklet.js", "style.css", "watch.js", "timeline.js", "demo.js"):
         assert httpx.get(f"{server.http}/static/{name}").status_code == 200
     assert "http" not in "".join(
         line
@@ -593,3 +594,128 @@ CARDS_OF = """async () => {
     result.after = [...el.querySelectorAll('.stream-card')].map((c) => c.dataset.stream);
     return result;
 }"""
+
+
+# --- "Try it": a file, labels, the HTTP API, and the runs table ------------------------------------------
+
+DROP_FILE = """({ name, type, data }) => {
+    const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([bytes], name, { type }));
+    const zone = document.querySelector('#demo [data-demo=drop]');
+    zone.dispatchEvent(new DragEvent('dragover', { dataTransfer: transfer, bubbles: true, cancelable: true }));
+    zone.dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));
+}"""
+RUN_ROWS = "#demo [data-demo=runs] tr"
+
+
+def demo_classify(page, modality: str) -> dict:
+    """Press Classify; the server's answer, once the page has added its row."""
+    rows = page.locator(RUN_ROWS).count()
+    with page.expect_response(lambda r: r.url.endswith(f"/v1/classify/{modality}")) as answer:
+        page.click("#demo [data-demo=classify]")
+    assert answer.value.status == 200, answer.value.text()
+    page.wait_for_function(f"document.querySelectorAll('{RUN_ROWS}').length === {rows + 1}")
+    return answer.value.json()
+
+
+def run_rows(page) -> list[dict]:
+    return page.locator(RUN_ROWS).evaluate_all(
+        "rows => rows.map((r) => ({count: +r.dataset.count, encoded: +r.dataset.encoded, cached: +r.dataset.cached}))"
+    )
+
+
+def test_try_it_classifies_a_dropped_file_and_tables_the_runs(page, server):
+    """The CLIP & CLAP demo's moment: 10, then 100, then 500 labels, then the same 500 again (all cached)."""
+    page.goto(f"{server.http}/")
+    page.wait_for_selector("#connection.open")
+    page.wait_for_function("window.sensorium.labels.image && window.sensorium.labels.audio")
+    image = base64.b64encode((REPO / "samples" / "cat.jpg").read_bytes()).decode()
+    page.evaluate(DROP_FILE, {"name": "cat.jpg", "type": "image/jpeg", "data": image})
+    assert "image" in page.inner_text("#demo [data-demo=file-name]")
+    page.wait_for_function("document.querySelector('#demo [data-demo=image]').naturalWidth > 0")
+    assert page.is_hidden("#demo [data-demo=sound]")
+
+    names = [f"test object {i}" for i in range(500)]  # in no label file: the cache starts without them
+    answers = []
+    for count in (10, 100, 500, 500):
+        # pasted text: comma-separated once, one per line after
+        text = ", ".join(names[:count]) if count == 10 else "\n".join(names[:count])
+        page.fill("#demo [data-demo=labels]", text)
+        assert page.inner_text("#demo [data-demo=count]").startswith(f"{count} labels")
+        answers.append(demo_classify(page, "image"))
+    reported = [answer["labels"] for answer in answers]
+    assert [r["count"] for r in reported] == [10, 100, 500, 500]
+    assert [r["encoded"] for r in reported] == [10, 90, 400, 0]  # only what the cache lacked; then nothing
+    assert run_rows(page) == [{k: r[k] for k in ("count", "encoded", "cached")} for r in reported]
+
+    top = page.locator("#demo .demo-top tbody .name").all_inner_texts()
+    assert top == [t["label"] for t in answers[-1]["top"]] and set(top) <= set(names)
+    kind = page.evaluate("window.sensorium.welcome.modalities.image.scoring.kind")
+    assert f"score ({kind})" in page.inner_text("#demo .demo-top thead")
+    stages = page.locator("#demo [data-demo=stages] tr").evaluate_all("rows => rows.map((r) => r.dataset.stage)")
+    assert stages[:6] == ["decode", "text encoding", "queue", "preprocess", "encode", "similarity"]
+    assert "total" in stages
+    text_row = page.inner_text("#demo [data-demo=stages] tr[data-stage='text encoding']")
+    assert f"{answers[-1]['timings']['text_ms']:.1f} ms" in text_row and "500 labels: 0 encoded, 500 cached" in text_row
+
+    # A sound through the file picker; the fill pads the audio label file's labels to 500.
+    page.set_input_files("#demo [data-demo=picker]", str(REPO / "samples" / "speech.wav"))
+    assert "audio" in page.inner_text("#demo [data-demo=file-name]")
+    assert page.is_hidden("#demo [data-demo=image]") and page.is_visible("#demo [data-demo=sound]")
+    page.click("#demo [data-fill='500']")
+    filled = page.input_value("#demo [data-demo=labels]").splitlines()
+    file_labels = [entry["label"] for entry in page.evaluate("window.sensorium.labels.audio.labels")]
+    assert len(filled) == len(set(filled)) == 500 and filled[: len(file_labels)] == file_labels[:500]
+    page.check("#demo [data-demo=encode-all]")  # the label file's labels are cached: time them afresh
+    afresh = demo_classify(page, "audio")
+    assert afresh["labels"] == {"source": "request", "count": 500, "encoded": 500, "cached": 0}
+    page.uncheck("#demo [data-demo=encode-all]")
+    assert demo_classify(page, "audio")["labels"]["encoded"] == 0
+    assert run_rows(page)[-2:] == [
+        {"count": 500, "encoded": 500, "cached": 0},
+        {"count": 500, "encoded": 0, "cached": 500},
+    ]
+    kind = page.evaluate("window.sensorium.welcome.modalities.audio.scoring.kind")
+    assert f"score ({kind})" in page.inner_text("#demo .demo-top thead")
+    assert page.locator("#demo .demo-top tbody tr").count() == len(afresh["top"]) > 0
+
+
+LABEL_PARSING = """async () => {
+    const { parseLabels, modalityOf, fillLabels } = await import('/static/demo.js');
+    return {
+        lines: parseLabels('cat\\n\\n# a comment\\ndog, red kite ,\\nCat\\ncar = a photo of a car, parked.'),
+        json: parseLabels('["a, b", "c"]'),
+        modalities: [
+            modalityOf({ name: 'x.bin', type: 'image/png' }), modalityOf({ name: 'clip.FLAC', type: '' }),
+            modalityOf({ name: 'a.wav', type: 'audio/x-wav' }), modalityOf({ name: 'a.mp4', type: 'video/mp4' }),
+            modalityOf({ name: 'a.txt', type: '' }),
+        ],
+        fill: fillLabels(['dog', 'Dog', 'cat'], 'audio', 5),
+    };
+}"""
+
+
+def test_try_it_reads_labels_and_files_as_the_server_does_and_says_what_it_cannot_take(page, server):
+    page.goto(f"{server.http}/")
+    page.wait_for_selector("#connection.open")
+    got = page.evaluate(LABEL_PARSING)
+    # a name given twice counts once (the server drops it too); a line with prompts keeps its commas
+    assert got["lines"] == ["cat", "dog", "red kite", "car = a photo of a car, parked."]
+    assert got["json"] == ["a, b", "c"]
+    assert got["modalities"] == ["image", "audio", "audio", None, None]
+    assert got["fill"][:2] == ["dog", "cat"] and len(got["fill"]) == len(set(got["fill"])) == 5
+
+    page.click("#demo [data-demo=classify]")
+    assert "Drop an image or a sound file first" in page.inner_text("#demo [data-demo=message]")
+    page.evaluate(DROP_FILE, {"name": "notes.txt", "type": "text/plain", "data": base64.b64encode(b"hi").decode()})
+    assert "not a file the server classifies" in page.inner_text("#demo [data-demo=message]")
+    page.evaluate(
+        DROP_FILE, {"name": "cat.jpg", "type": "image/jpeg", "data": base64.b64encode(b"not a jpeg").decode()}
+    )
+    page.fill("#demo [data-demo=labels]", "cat\n@template x {}")  # the server refuses the bad line, and says why
+    page.click("#demo [data-demo=classify]")
+    page.wait_for_function("document.querySelector('#demo [data-demo=message]').textContent.includes('not classified')")
+    message = page.inner_text("#demo [data-demo=message]")
+    assert "400" in message and "'labels'" in message and "@template x {}" in message, message
+    assert page.locator(RUN_ROWS).count() == 0

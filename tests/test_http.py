@@ -87,8 +87,12 @@ def test_classify_image_raw_and_multipart_agree(api):
             "preprocess_ms",
             "encode_ms",
             "similarity_ms",
+            "text_ms",
             "total_ms",
         }
+        assert body["timings"]["text_ms"] == 0  # the file's labels were encoded when it loaded
+        count = len(httpx.get(f"{api.http}/v1/labels").json()["image"]["labels"])
+        assert body["labels"] == {"source": "file", "count": count, "encoded": 0, "cached": count}
     assert raw.json()["top"] == form.json()["top"]
 
 
@@ -120,6 +124,43 @@ def test_adhoc_labels_go_through_the_embedding_cache(api):
     size = len(cache)
     again = post(api, "/v1/classify/image", files={"file": ("c.jpg", CAT)}, data=labels)
     assert again.json()["top"] == body["top"] and len(cache) == size  # nothing encoded twice
+
+
+def test_a_request_says_how_many_of_its_labels_were_encoded_and_how_long_it_took(api):
+    """The demo's "10, then 100, then 500 labels": text-encoding time against the labels it encoded."""
+
+    def classify(path: str, body: bytes, labels: list[str], **params: str) -> dict:
+        response = post(api, path, files={"file": ("f", body)}, data={"labels": labels, **params})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    names = [f"demo thing {i}" for i in range(12)]  # in no label file: nothing of them is cached yet
+    first = classify("/v1/classify/image", CAT, names[:8])
+    assert first["labels"] == {"source": "request", "count": 8, "encoded": 8, "cached": 0}
+    assert first["timings"]["text_ms"] > 0
+    assert first["timings"]["total_ms"] >= first["timings"]["text_ms"]
+    more = classify("/v1/classify/image", CAT, names)
+    assert more["labels"] == {"source": "request", "count": 12, "encoded": 4, "cached": 8}
+    again = classify("/v1/classify/image", CAT, names)
+    assert again["labels"] == {"source": "request", "count": 12, "encoded": 0, "cached": 12}
+    assert again["top"] == more["top"]
+    afresh = classify("/v1/classify/image", CAT, names, encode="all")  # the text tower timed on all of them
+    assert afresh["labels"] == {"source": "request", "count": 12, "encoded": 12, "cached": 0}
+    np.testing.assert_allclose(
+        [t["score"] for t in afresh["top"]], [t["score"] for t in again["top"]], atol=1e-5
+    )  # the same embeddings, encoded again
+
+    # A label counts as encoded when any of its prompts had to be; a file label's prompt is cached too.
+    prompts = ["zero = a photo of a demo thing 0. | a sketch of demo thing 0.", "nought = a photo of a demo thing 0."]
+    mixed = classify("/v1/classify/image", CAT, [*prompts, "dog"])
+    assert mixed["labels"] == {"source": "request", "count": 3, "encoded": 1, "cached": 2}
+
+    # Audio: the clip's windows share the request's one encoding.
+    sounds = ["demo hum 1", "demo hum 2", "rain"]
+    clip = classify("/v1/classify/audio", wav_bytes(7.0), sounds, top_k="3")
+    assert clip["labels"]["count"] == 3 and clip["labels"]["encoded"] + clip["labels"]["cached"] == 3
+    assert clip["labels"]["encoded"] >= 2 and len(clip["windows"]) == 2
+    assert classify("/v1/classify/audio", wav_bytes(1.0), sounds)["labels"]["encoded"] == 0
 
 
 def test_labels_and_texts_may_come_as_one_json_array(api):

@@ -1,4 +1,5 @@
 // The Sensorium dashboard: camera and microphone from the page, over protocol v1 on /ws.
+import { Demo } from "/static/demo.js";
 import { decode, encode } from "/static/msgpack.js";
 import { HISTORY_MINUTES, Timeline, clock, rowName } from "/static/timeline.js";
 import { Watch } from "/static/watch.js";
@@ -575,6 +576,7 @@ function legend() {
     .map((name, i) => `<span><i style="background:${COLORS[i]}"></i>${name}</span>`).join("");
 }
 
+state.demo = new Demo($("demo"), { api, escapeHtml, labelSets: () => state.labels, welcome: () => state.welcome });
 $("camera-toggle").onclick = toggleCamera;
 $("mic-toggle").onclick = toggleMic;
 for (const box of document.querySelectorAll(".label-set")) box.querySelector(".save").onclick = () => saveLabels(box);
