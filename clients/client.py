@@ -7,6 +7,9 @@
             if isinstance(message, (Result, Event)):
                 print(message.line())
 
+With ``embeddings=True`` each of this connection's results carries its input's unit embedding as a float32
+array in ``Result.embedding``.
+
 The client keeps one WebSocket open. When the server goes away it reconnects with backoff and carries
 on; inputs that were in flight are counted as lost in ``client.ledger``. A refusal that retrying cannot
 fix (close code 4401: no valid token; 4403: origin not allowed) stops it with ``ServerRefused``.
@@ -82,6 +85,7 @@ class SensoriumClient:
         *,
         top_k: int | None = None,
         min_score: float | None = None,
+        embeddings: bool = False,
         connect_timeout: float = 10.0,
         max_backoff: float = 5.0,
         on_status: Callable[[str], None] | None = None,
@@ -89,6 +93,7 @@ class SensoriumClient:
         self.url = url
         self.top_k = top_k
         self.min_score = min_score
+        self.embeddings = embeddings  # ask for each result's input embedding (Result.embedding)
         self.connect_timeout = connect_timeout
         self.max_backoff = max_backoff
         self.on_status = on_status or (lambda message: log.info("%s", message))
@@ -377,7 +382,8 @@ class SensoriumClient:
         await self._notify()
 
     async def _attach(self, ws: Any) -> None:
-        options = {k: v for k, v in (("top_k", self.top_k), ("min_score", self.min_score)) if v is not None}
+        asked = (("top_k", self.top_k), ("min_score", self.min_score), ("embeddings", self.embeddings or None))
+        options = {k: v for k, v in asked if v is not None}
         if options:
             await ws.send(msgpack.packb({"type": "config", **options}))
         if self._watch is not None:

@@ -8,8 +8,10 @@ the same classes with ``watched`` set and ``client`` naming the connection whose
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,9 @@ class Result:
     silent: bool = False  # an audio window quieter than the server's --silence-dbfs: no model ran, ``top`` is empty
     client: int | None = None  # the connection whose stream it is, on watched copies
     watched: bool = False  # a watcher's copy of another connection's result
+    # The input's unit embedding (float32), when the client asked for embeddings; None otherwise, for silent
+    # audio (no model ran) and on watched copies.
+    embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_message(cls, message: dict[str, Any], round_trip_ms: float | None) -> Result:
@@ -54,6 +59,7 @@ class Result:
             silent=bool(message.get("silent", False)),
             client=message.get("client"),
             watched=bool(message.get("watched", False)),
+            embedding=embedding_of(message),
         )
 
     def line(self) -> str:
@@ -62,7 +68,22 @@ class Result:
         else:
             labels = "  ".join(f"{t.label} {t.score:.2f}" for t in self.top) or "(nothing above min score)"
         timing = f"{self.round_trip_ms:.0f} ms" if self.round_trip_ms is not None else "-"
-        return f"[{self.modality} {self.stream} #{self.seq}{_of_client(self)}] {labels}  ({timing})"
+        vector = f"  [{self.embedding.shape[0]}-d embedding]" if self.embedding is not None else ""
+        return f"[{self.modality} {self.stream} #{self.seq}{_of_client(self)}] {labels}  ({timing}){vector}"
+
+
+def embedding_of(message: dict[str, Any]) -> np.ndarray | None:
+    """A result's ``embedding`` (little-endian float32 bytes) as a float32 array of ``embedding_dim`` values."""
+    data = message.get("embedding")
+    if data is None:
+        return None
+    if not isinstance(data, bytes) or len(data) % 4:
+        raise ValueError(f"a result's 'embedding' must be float32 bytes, got {type(data).__name__} of {len(data)}")
+    vector = np.frombuffer(data, dtype="<f4").astype(np.float32)  # a copy: writable, in native byte order
+    dim = message.get("embedding_dim")
+    if dim is not None and vector.shape[0] != dim:
+        raise ValueError(f"a result's 'embedding' holds {vector.shape[0]} floats; its 'embedding_dim' says {dim}")
+    return vector
 
 
 @dataclass(frozen=True)

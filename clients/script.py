@@ -29,6 +29,11 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="give up if the first connection takes longer (default %(default)g)",
     )
     parser.add_argument(
+        "--embeddings",
+        action="store_true",
+        help="ask for each result's input embedding (Python: Result.embedding) and show its size",
+    )
+    parser.add_argument(
         "--events",
         action="store_true",
         help="print only events (a label starting or ending), one line each, not every result",
@@ -40,6 +45,7 @@ def client_from_args(args: argparse.Namespace, on_status: Callable[[str], None])
         args.url,
         top_k=args.top_k,
         min_score=args.min_score,
+        embeddings=args.embeddings,
         connect_timeout=args.connect_timeout,
         on_status=on_status,
     )

@@ -101,6 +101,19 @@ def _dev_models_parser(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _models_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "models",
+        help="list the models Sensorium knows: pretrained tags, download sizes, whether each is cached",
+        description="List the image and audio models Sensorium knows, with the flags that serve each, its download "
+        "size (from the hub when it answers; offline, ~ marks an estimate from the parameter count) and whether it "
+        "is in the local cache. The defaults are marked with *.",
+    )
+    p.add_argument("--all", action="store_true", help="every open_clip pretrained tag as well")
+    p.add_argument("--cached", action="store_true", help="only the models in the local cache")
+    p.add_argument("--json", action="store_true", help="one JSON document, for programs")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sensorium", description="Live zero-shot perception server.")
     parser.add_argument("--version", action="version", version=f"sensorium {__version__}")
@@ -109,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     _client_parsers(sub)
     _bench_parser(sub)
     _dev_models_parser(sub)
+    _models_parser(sub)
     return parser
 
 
@@ -146,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"image model: --image-model local-dir:{paths['image']}")
         print(f"audio model: --audio-model {paths['audio']}")
         return 0
+    if args.command == "models":
+        from .models_command import list_models
+
+        return list_models(sys.stdout, every=args.all, only_cached=args.cached, as_json=args.json)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgpack
+import numpy as np
 
 from .errors import ErrorCode, InputError
 
@@ -66,6 +67,7 @@ class End:
 class Config:
     top_k: int | None
     min_score: float | None
+    embeddings: bool | None = None  # None: keep the connection's current choice
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,12 @@ class _Fields:
     def optional_float(self, key: str) -> float | None:
         return None if self.obj.get(key) is None else self.number(key)
 
+    def optional_bool(self, key: str) -> bool | None:
+        value = self.obj.get(key)
+        if value is not None and not isinstance(value, bool):
+            raise self.fail(f"'{key}' must be true or false, got {value!r}")
+        return value
+
     def text(self, key: str, *, default: str | None = None) -> str:
         value = self.obj.get(key, default)
         if not isinstance(value, str):
@@ -226,7 +234,7 @@ def _parse_config(f: _Fields) -> Config:
     min_score = f.optional_float("min_score")
     if min_score is not None and not 0.0 <= min_score <= 1.0:
         raise f.fail("'min_score' must be between 0 and 1")
-    return Config(top_k=top_k, min_score=min_score)
+    return Config(top_k=top_k, min_score=min_score, embeddings=f.optional_bool("embeddings"))
 
 
 def _parse_ping(f: _Fields) -> Ping:
@@ -343,6 +351,12 @@ def result(
     if silent:
         msg["silent"] = True
     return msg
+
+
+def embedding_fields(embedding: np.ndarray) -> dict[str, Any]:
+    """A result's ``embedding`` (the unit vector as little-endian float32 bytes) and ``embedding_dim``."""
+    vector = np.asarray(embedding, dtype="<f4").reshape(-1)
+    return {"embedding": vector.tobytes(), "embedding_dim": int(vector.shape[0])}
 
 
 def thumbnail(

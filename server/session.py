@@ -28,7 +28,7 @@ from .registry import Registry
 from .scoring import Scores
 from .security import SUBPROTOCOL, origin_allowed, presented_token, token_accepted
 from .settings import Settings
-from .streams import Outbox, ResultOptions, ScoreConsumer, StreamState
+from .streams import Outbox, ResultOptions, ScoreConsumer, StreamState, result_messages
 from .timing import ms_between, ms_since
 from .watching import Watch as WatchHub
 from .worker import ItemOutcome, Job, ModelWorker, StreamKey
@@ -294,7 +294,9 @@ class Session:
         if not 1 <= top_k <= self.settings.max_top_k:
             raise InputError(ErrorCode.BAD_FIELD, f"'top_k' must be between 1 and {self.settings.max_top_k}")
         min_score = self.options.min_score if message.min_score is None else message.min_score
-        self.options = ResultOptions(top_k, min_score)  # a new object: queued inputs keep the options they came with
+        embeddings = self.options.embeddings if message.embeddings is None else message.embeddings
+        # A new object: queued inputs keep the options they came with.
+        self.options = ResultOptions(top_k, min_score, embeddings)
 
     # --- called by the model worker, on the event loop ---------------------
 
@@ -324,7 +326,6 @@ class Session:
         self._finish_if_ended(state)
 
     def _send_result(self, job: Job, outcome: ItemOutcome, scores: Scores, state: StreamState) -> None:
-        options: ResultOptions = job.options
         timings = {
             "decode_ms": job.decode_ms,
             "queue_ms": outcome.queue_ms,
@@ -335,19 +336,9 @@ class Session:
         }
         self.context.metrics.observe_result(state.key.modality, timings)
         dropped, state.dropped = state.dropped, 0
-        result = protocol.result(
-            modality=state.key.modality,
-            stream=state.key.name,
-            seq=job.seq,
-            ts=job.ts,
-            labels_version=scores.label_set.version,
-            top=scores.top(options.top_k, options.min_score),
-            timings=timings,
-            dropped=dropped,
-            window_s=job.window_s,
-        )
-        self.send(result)
-        self.watch.result(state.key, result)
+        own, shared = result_messages(state.key, job, outcome, scores, timings, dropped)
+        self.send(own)
+        self.watch.result(state.key, shared)
         # Consumers see every label's score, not only the top ones sent, so a label leaving the top is seen too.
         for consumer in state.consumers:
             self._send_events(state, consumer.consume(job.seq, job.ts, job.at, scores))

@@ -2,7 +2,8 @@
 
 A ``ScoreConsumer`` sees every scored input of a stream against the whole label set, before the
 result is trimmed to the client's top-k: this is where per-stream logic that must notice a label
-falling out of the top (smoothing, events) hangs. The ``Outbox`` is a connection's bounded send queue.
+falling out of the top (smoothing, events) hangs. ``result_messages`` builds a scored input's ``result``
+from the options it came with. The ``Outbox`` is a connection's bounded send queue.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from . import protocol
 from .audio import WindowBuffer
 from .scoring import Scores
-from .worker import StreamKey
+from .worker import ItemOutcome, Job, StreamKey
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,7 @@ class ResultOptions:
 
     top_k: int
     min_score: float
+    embeddings: bool = False  # each result carries the input's unit embedding
 
 
 class ScoreConsumer(Protocol):
@@ -40,6 +43,31 @@ class ScoreConsumer(Protocol):
     def close(self) -> list[dict[str, Any]]:
         """The stream ended or its connection closed."""
         ...
+
+
+def result_messages(
+    key: StreamKey, job: Job, outcome: ItemOutcome, scores: Scores, timings: dict[str, float], dropped: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A scored input's ``result`` for the connection that sent it, and the copy its watchers get.
+
+    The embedding goes only to a connection that asked for it (``config {embeddings: true}``); watchers get
+    results without one, so one client's choice never makes every watcher's messages larger.
+    """
+    options: ResultOptions = job.options
+    shared = protocol.result(
+        modality=key.modality,
+        stream=key.name,
+        seq=job.seq,
+        ts=job.ts,
+        labels_version=scores.label_set.version,
+        top=scores.top(options.top_k, options.min_score),
+        timings=timings,
+        dropped=dropped,
+        window_s=job.window_s,
+    )
+    if not options.embeddings or outcome.embedding is None:
+        return shared, shared
+    return {**shared, **protocol.embedding_fields(outcome.embedding)}, shared
 
 
 @dataclass

@@ -668,3 +668,25 @@ def test_a_watching_client_gets_typed_copies_of_another_clients_stream(settings)
     assert (watcher.ledger.sent, watcher.ledger.results, watcher.ledger.event_starts) == (0, 0, 0)
     assert streamer.ledger.results + streamer.ledger.dropped == 30
     assert streamer.ledger.event_starts == sum(e.state == "start" for e in events) >= 1
+
+
+def test_a_results_embedding_is_a_float32_array_and_a_malformed_one_is_named():
+    message = msgpack.unpackb(fake_result("image", "camera", 3))
+    vector = np.array([0.6, 0.0, -0.8], "<f4")
+    result = client_lib.Result.from_message({**message, "embedding": vector.tobytes(), "embedding_dim": 3}, 1.0)
+    assert result.embedding is not None and result.embedding.dtype == np.float32
+    np.testing.assert_array_equal(result.embedding, vector)
+    assert result.line().endswith("[3-d embedding]")
+    assert client_lib.Result.from_message(message, 1.0).embedding is None
+    with pytest.raises(ValueError, match="holds 3 floats; its 'embedding_dim' says 4"):
+        client_lib.Result.from_message({**message, "embedding": vector.tobytes(), "embedding_dim": 4}, 1.0)
+    with pytest.raises(ValueError, match="float32 bytes"):
+        client_lib.Result.from_message({**message, "embedding": b"\0" * 5}, 1.0)
+
+
+def test_webcam_embeddings_flag_asks_for_them_and_shows_their_size(server):
+    done = cli("webcam", "--source", str(REPO / "samples" / "slideshow.mp4"), "--headless", "--url", server.ws,
+               "--frames", "3", "--embeddings")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("[image camera #")]
+    assert lines and all(line.endswith("[32-d embedding]") for line in lines), done.stdout

@@ -1,6 +1,8 @@
 import math
+import struct
 
 import msgpack
+import numpy as np
 import pytest
 
 from server import protocol
@@ -113,6 +115,28 @@ def test_ill_typed_audio_fields(change):
 @pytest.mark.parametrize("change", [{"top_k": 1.5}, {"min_score": 2}, {"min_score": -0.1}])
 def test_bad_config(change):
     assert error_of({"type": "config", **change}).code == ErrorCode.BAD_FIELD
+
+
+def test_config_embeddings_is_an_optional_boolean():
+    assert decode_client_message(packed({"type": "config", "embeddings": True})).embeddings is True
+    assert decode_client_message(packed({"type": "config", "embeddings": False})).embeddings is False
+    assert decode_client_message(packed({"type": "config", "top_k": 2})).embeddings is None  # keep as it is
+
+
+@pytest.mark.parametrize("value", ["yes", 1, 0, [True]])
+def test_config_embeddings_refuses_anything_but_true_or_false(value):
+    err = error_of({"type": "config", "embeddings": value})
+    assert err.code == ErrorCode.BAD_FIELD
+    assert "'embeddings' must be true or false" in err.message and repr(value) in err.message
+
+
+def test_embedding_fields_are_little_endian_float32_bytes_and_the_dim():
+    vector = np.array([0.6, -0.8, 0.0], dtype=np.float64)
+    fields = protocol.embedding_fields(vector)
+    assert fields["embedding_dim"] == 3 and len(fields["embedding"]) == 12
+    assert fields["embedding"][:4] == struct.pack("<f", 0.6)
+    decoded = msgpack.unpackb(protocol.encode(fields))
+    np.testing.assert_array_equal(np.frombuffer(decoded["embedding"], "<f4"), vector.astype(np.float32))
 
 
 def test_server_messages_round_trip():
