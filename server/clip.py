@@ -1,4 +1,4 @@
-"""Images: CLIP through open_clip (built-in names with a pretrained tag or file, hf-hub:, local-dir:)."""
+"""Images: CLIP and SigLIP through open_clip (built-in names with a pretrained tag or file, hf-hub:, local-dir:)."""
 
 from __future__ import annotations
 
@@ -33,14 +33,21 @@ def needs_hub(model_name: str, pretrained: str | None) -> bool:
 
 def load(spec: ModelSpec) -> ClipEncoder:
     """The factory's entry point (server.encoders.build_encoder) for open_clip on torch."""
-    if needs_hub(spec.model, spec.pretrained):
+    name = open_clip_name(spec.model)
+    if needs_hub(name, spec.pretrained):
         hub.go_offline_unless_hub_reachable()
-    return ClipEncoder.load(spec.model, spec.pretrained, spec.device, spec.precision)
+    return ClipEncoder.load(name, spec.pretrained, spec.device, spec.precision)
+
+
+def open_clip_name(model: str) -> str:
+    """open_clip's spelling of ``--image-model``: a plain folder (model_family sends here those holding
+    open_clip_config.json) is a ``local-dir:`` one."""
+    return f"local-dir:{model}" if os.path.isdir(model) else model
 
 
 def missing(spec: ModelSpec) -> str | None:
     """Why the model cannot be loaded from what is on this machine and reachable, or None when it can."""
-    name, pretrained = spec.model, spec.pretrained
+    name, pretrained = open_clip_name(spec.model), spec.pretrained
     what = f"image model {name!r}" + (f" with pretrained {pretrained!r}" if pretrained else "")
     if name.startswith("local-dir:"):
         folder = name.removeprefix("local-dir:")
@@ -97,7 +104,7 @@ class ClipEncoder:
         self.precision = precision
         self.identity = model_identity("open_clip", name, torch_fingerprint(model), precision)
         self.dtype = next(model.parameters()).dtype
-        self.scoring = Scoring("softmax", float(model.logit_scale.exp().item()))
+        self.scoring = scoring_of(model)
         self.spec = PreprocessSpec.from_open_clip(get_model_preprocess_cfg(model))
 
     @classmethod
@@ -147,8 +154,11 @@ class ClipEncoder:
     @torch.inference_mode()
     def encode_text(self, prompts: list[str]) -> np.ndarray:
         tokens = self.tokenizer(prompts)
-        if not isinstance(tokens, torch.Tensor) or not self._can_cut_tokens():
-            return self.model.encode_text(tokens.to(self.device), normalize=True).float().cpu().numpy()
+        if not self._can_cut_tokens():  # SigLIP's text tower, for one: bidirectional, pooled at the last position
+            chunks = [tokens[start : start + TEXT_BATCH] for start in range(0, len(tokens), TEXT_BATCH)] or [tokens]
+            return torch.cat(
+                [self.model.encode_text(chunk.to(self.device), normalize=True).float().cpu() for chunk in chunks]
+            ).numpy()
         lengths = self._real_lengths(tokens)
         order = torch.argsort(lengths)
         out = torch.empty(len(prompts), self.model.text_projection.shape[-1], dtype=torch.float32)
@@ -193,6 +203,15 @@ class ClipEncoder:
         else:
             x = x @ model.text_projection
         return torch.nn.functional.normalize(x, dim=-1)
+
+
+def scoring_of(model: Any) -> Scoring:
+    """SigLIP models (open_clip builds them with a learned ``logit_bias``) score each label on its own with a
+    sigmoid; CLIP ones with a softmax over the label set."""
+    scale = float(model.logit_scale.exp().item())
+    if getattr(model, "logit_bias", None) is not None:
+        return Scoring("sigmoid", scale, float(model.logit_bias.item()))
+    return Scoring("softmax", scale)
 
 
 def _explain_failure(model_name: str, pretrained: str | None, exc: Exception) -> str:

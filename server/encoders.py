@@ -95,8 +95,10 @@ def model_family(modality: Modality, model: str) -> str:
 BACKENDS: dict[tuple[str, str], str] = {
     ("open_clip", "torch"): "server.clip",
     ("clap", "torch"): "server.clap",
+    ("transformers", "torch"): "server.hf_clip",
     ("open_clip", "openvino"): "server.openvino_backend",
     ("clap", "openvino"): "server.openvino_backend",
+    ("transformers", "openvino"): "server.openvino_backend",
 }
 
 

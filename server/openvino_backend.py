@@ -1,8 +1,9 @@
 """Images and audio on CPUs through OpenVINO: the torch model's image or audio tower, converted once and cached.
 
-The model loads through its torch backend (``server.clip`` / ``server.clap``, fp32 on the CPU), so every model
-those accept is accepted here, from the same files. Its image tower (open_clip ``encode_image`` + L2 norm, what
-``ClipEncoder.encode`` computes) or audio tower (CLAP ``get_audio_features`` → pooled → L2 norm, what
+The model loads through its torch backend (``server.clip`` / ``server.hf_clip`` / ``server.clap``, fp32 on the
+CPU), so every model those accept is accepted here, from the same files (but SigLIP 2 NaFlex: refused). Its image
+tower (open_clip ``encode_image`` or transformers ``get_image_features``, + L2 norm, what ``ClipEncoder.encode`` /
+``HfClipEncoder.encode`` compute) or audio tower (CLAP ``get_audio_features`` → pooled → L2 norm, what
 ``ClapEncoder.encode`` computes) is traced, converted to OpenVINO with a dynamic batch, saved as IR on disk and
 compiled for the CPU at the asked precision (fp32 → ``f32``, bf16 → ``bf16``, the latter only on a CPU that
 OpenVINO says has bf16 units: elsewhere it would quietly run f32, so it is refused).
@@ -67,6 +68,9 @@ def load(spec: ModelSpec) -> Encoder:
     except ImportError as exc:
         raise ModelUnavailable(f"--backend openvino needs OpenVINO: {INSTALL}") from exc
     torch_encoder = _torch_backend(spec).load(_torch_spec(spec))
+    problem = _refusal(spec)  # again: a hub id downloaded just now has its config.json only now
+    if problem:
+        raise ModelUnavailable(problem)
     encoder: Encoder = OpenVinoEncoder.convert(torch_encoder, spec.precision, cache_root(), openvino)  # mypy: it is one
     return encoder
 
@@ -81,7 +85,8 @@ def missing(spec: ModelSpec) -> str | None:
     if problem:
         return problem
     found: str | None = _torch_backend(spec).missing(_torch_spec(spec))
-    return found
+    # Again once the torch backend has looked: a hub id's config.json, which tells a NaFlex model, may be here only now.
+    return found or _refusal(spec)
 
 
 def cache_root() -> Path | None:
@@ -97,6 +102,15 @@ def cpu_has_bf16() -> bool:
 
 
 def _refusal(spec: ModelSpec) -> str | None:
+    if spec.family == "transformers":
+        from .hf_clip import model_type
+
+        if model_type(spec.model) == "siglip2":
+            return (
+                f"--backend openvino: {spec.model!r} is a SigLIP 2 NaFlex model, whose image tower resizes its "
+                "position embeddings to each picture's patch grid, which a converted graph cannot follow: use "
+                "--backend torch for it"
+            )
     if spec.device != "cpu":
         return f"--backend openvino runs on the CPU, not on {spec.device!r}: add --device cpu (or use --backend torch)"
     if spec.precision not in HINTS:
@@ -191,8 +205,10 @@ class OpenVinoEncoder:
         """The torch encoder's own preprocessing (of raw inputs or ``prepare_one``/``mel_stream`` results), as
         numpy arrays in the converted model's input order."""
         prepared = self.torch_encoder.prepare(inputs)
-        if isinstance(prepared, dict):  # CLAP: input_features, is_longer
+        if self.modality == "audio":  # CLAP: input_features, is_longer
             return [np.ascontiguousarray(prepared[name].numpy()) for name in AUDIO_INPUTS]
+        if isinstance(prepared, dict):  # transformers: the keyword arguments of get_image_features
+            prepared = prepared["pixel_values"]
         return [np.ascontiguousarray(prepared.numpy())]
 
     def encode(self, prepared: list[np.ndarray]) -> np.ndarray:
@@ -226,6 +242,19 @@ class ImageTower(torch.nn.Module):
         return features
 
 
+class TransformersImageTower(torch.nn.Module):
+    """``HfClipEncoder.encode``: transformers' get_image_features, its projection, normalized."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        output = self.model.get_image_features(pixel_values=pixel_values)
+        pooled = output if isinstance(output, torch.Tensor) else output.pooler_output
+        return torch.nn.functional.normalize(pooled, dim=-1)
+
+
 class AudioTower(torch.nn.Module):
     """``ClapEncoder.encode``: get_audio_features, its pooled projection, normalized."""
 
@@ -246,7 +275,8 @@ def _tower(torch_encoder: Any) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...
     if torch_encoder.modality == "image":
         side = list(torch_encoder.spec.size)
         pixels = torch.randn(2, 3, *side, generator=torch.Generator().manual_seed(0))
-        return ImageTower(model).eval(), (pixels,), [[-1, 3, *side]]
+        tower = TransformersImageTower(model) if _library(torch_encoder) == "transformers" else ImageTower(model)
+        return tower.eval(), (pixels,), [[-1, 3, *side]]
     silence = np.zeros(int(torch_encoder.sample_rate), dtype=np.float32)
     prepared = torch_encoder.prepare([silence, silence])
     if sorted(prepared) != sorted(AUDIO_INPUTS):
@@ -313,7 +343,7 @@ def _compile_ir(core: Any, folder: Path, precision: str, config: dict[str, Any])
 
 def describe(torch_encoder: Any, shapes: list[list[int]], openvino: Any) -> dict[str, Any]:
     """Everything the converted model depends on: its cache folder is named by a hash of this."""
-    library = "open_clip" if torch_encoder.modality == "image" else "transformers"
+    library = _library(torch_encoder)
     return {
         "format": FORMAT,
         "modality": torch_encoder.modality,
@@ -323,6 +353,11 @@ def describe(torch_encoder: Any, shapes: list[list[int]], openvino: Any) -> dict
         "torch": torch.__version__,
         library: getattr(importlib.import_module(library), "__version__", "?"),
     }
+
+
+def _library(torch_encoder: Any) -> str:
+    """Which library's model the torch encoder runs (its identity starts with its family)."""
+    return "open_clip" if torch_encoder.identity.startswith("open_clip:") else "transformers"
 
 
 def _cache_folder(root: Path, torch_encoder: Any, shapes: list[list[int]], openvino: Any) -> Path:

@@ -1,4 +1,5 @@
-"""OpenCV preprocessing must match open_clip's own transform where it matters: the embeddings."""
+"""Preprocessing must match the model's own: open_clip's transform where it matters (the embeddings), and
+transformers' image processors to the pixel."""
 
 from pathlib import Path
 from typing import Any
@@ -6,6 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from server.devmodels import write_open_clip
@@ -57,3 +60,69 @@ def test_other_resize_modes(mode):
         assert np.allclose(out[:, :12], -1) and np.allclose(out[:, 12:20], 1, atol=0.02)
     else:
         assert np.allclose(out, 1, atol=0.02)
+
+
+# --- transformers image processors (server/hf_clip.py) ---------------------------------------------------------
+
+ODD_SIZES = [(480, 640), (640, 480), (225, 1000), (33, 400), (100, 90), (224, 224), (10, 7)]
+
+
+def smooth_picture(height: int, width: int, seed: int = 1) -> np.ndarray:
+    coarse = np.random.default_rng(seed).integers(0, 255, (height // 8 + 1, width // 8 + 1, 3), np.uint8)
+    return np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC))
+
+
+@pytest.mark.parametrize("kind", ["clip", "siglip"])
+def test_transformers_processors_are_reproduced_to_the_pixel(kind):
+    from transformers import CLIPImageProcessor, SiglipImageProcessor
+
+    processor = CLIPImageProcessor() if kind == "clip" else SiglipImageProcessor()
+    spec = PreprocessSpec.from_transformers(processor)
+    assert (spec.size, spec.resize_mode) == ((224, 224), "shortest" if kind == "clip" else "squash")
+    for height, width in ODD_SIZES:
+        picture = smooth_picture(height, width)
+        expected = processor(images=picture, return_tensors="np")["pixel_values"][0]
+        assert np.abs(preprocess(picture, spec) - expected).max() < 1e-5, (height, width)
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"crop_size": {"height": 200, "width": 200}}, "crop_size"),
+        ({"do_center_crop": False}, "do_center_crop"),
+        ({"resample": 0}, "resample"),
+        ({"do_rescale": False}, "rescale"),
+        ({"size": {"longest_edge": 224}}, "size"),
+    ],
+)
+def test_processor_settings_not_reproduced_are_named(settings, named):
+    from transformers import CLIPImageProcessor
+
+    with pytest.raises(ValueError, match=named):
+        PreprocessSpec.from_transformers(CLIPImageProcessor(**settings))
+
+
+def test_naflex_patches_are_siglip2s_own():
+    from transformers import Siglip2ImageProcessor
+
+    from server.naflex import NaflexSpec, patches
+
+    processor = Siglip2ImageProcessor(max_num_patches=256)
+    spec = NaflexSpec(16, 256, "bilinear", (0.5,) * 3, (0.5,) * 3)  # what hf_clip.image_spec makes of it
+    for height, width in ODD_SIZES:
+        picture = smooth_picture(height, width)
+        expected = processor(images=picture, return_tensors="np")
+        found = patches(picture, spec)
+        assert found.spatial_shape == tuple(expected["spatial_shapes"][0]), (height, width)
+        np.testing.assert_array_equal(found.mask, expected["pixel_attention_mask"][0])
+        assert np.abs(found.pixels - expected["pixel_values"][0]).max() < 1e-5, (height, width)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 5000), st.integers(1, 5000), st.sampled_from([64, 256, 576, 1024]), st.sampled_from([14, 16]))
+def test_naflex_sizes_are_transformers_to_the_pixel(height, width, budget, patch):
+    from transformers.models.siglip2.image_processing_siglip2 import get_image_size_for_max_num_patches
+
+    from server.naflex import target_size
+
+    assert target_size(height, width, patch, budget) == get_image_size_for_max_num_patches(height, width, patch, budget)
