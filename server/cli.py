@@ -94,6 +94,13 @@ def _dev_models_parser(sub: argparse._SubParsersAction) -> None:
         help="'tiny' or a built-in open_clip architecture such as ViT-B-32 (default %(default)s)",
     )
     p.add_argument(
+        "--image-family",
+        choices=("open_clip", "open_clip-siglip", "transformers-clip", "siglip", "siglip2"),
+        default="open_clip",
+        help="the image checkpoint's format: open_clip (local-dir:, --image-arch applies), open_clip-siglip, or a "
+        "transformers save_pretrained folder of CLIP, SigLIP or SigLIP 2 (NaFlex) (default %(default)s)",
+    )
+    p.add_argument(
         "--audio-arch",
         choices=("tiny", "htsat"),
         default="tiny",
@@ -154,10 +161,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench.run(args)
     if args.command == "dev-models":
-        from .devmodels import write_dev_models
+        from .devmodels import image_model_flag, write_dev_models
 
-        paths = write_dev_models(args.out, image_arch=args.image_arch, audio_arch=args.audio_arch)
-        print(f"image model: --image-model local-dir:{paths['image']}")
+        paths = write_dev_models(args.out, args.image_arch, args.audio_arch, args.image_family)
+        print(f"image model: --image-model {image_model_flag(args.image_family, paths['image'])}")
         print(f"audio model: --audio-model {paths['audio']}")
         return 0
     if args.command == "models":

@@ -307,8 +307,26 @@ def write_clap(out: Path, arch: str = "tiny", seed: int = 0) -> Path:
     return out
 
 
-def write_dev_models(out: Path, image_arch: str = "tiny", audio_arch: str = "tiny") -> dict[str, Path]:
+# --image-family of `sensorium dev-models`: the writer of each image format, and how --image-model names its folder.
+IMAGE_FAMILIES: dict[str, tuple[Any, str]] = {
+    "open_clip": (lambda out, arch: write_open_clip(out, arch), "local-dir:{}"),
+    "open_clip-siglip": (lambda out, arch: write_open_clip(out, "tiny-siglip"), "local-dir:{}"),
+    "transformers-clip": (lambda out, arch: write_hf_clip(out), "{}"),
+    "siglip": (lambda out, arch: write_siglip(out), "{}"),
+    "siglip2": (lambda out, arch: write_siglip2(out), "{}"),
+}
+
+
+def write_dev_models(
+    out: Path, image_arch: str = "tiny", audio_arch: str = "tiny", image_family: str = "open_clip"
+) -> dict[str, Path]:
+    writer, _ = IMAGE_FAMILIES[image_family]
     return {
-        "image": write_open_clip(out / "image", image_arch),
+        "image": writer(out / "image", image_arch),
         "audio": write_clap(out / "audio", audio_arch),
     }
+
+
+def image_model_flag(image_family: str, folder: Path) -> str:
+    """What --image-model takes to serve a folder written for ``image_family``."""
+    return IMAGE_FAMILIES[image_family][1].format(folder)

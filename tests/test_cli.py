@@ -139,3 +139,17 @@ def test_a_taken_port_is_reported_before_the_models_load(tmp_path, image_model):
     assert done.returncode == 2, done.stderr
     assert f"127.0.0.1:{port}" in done.stderr and "in use" in done.stderr and "--port" in done.stderr
     assert "models loaded" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("family", ["transformers-clip", "siglip"])
+def test_dev_models_writes_each_image_family_and_says_how_to_serve_it(tmp_path, family):
+    done, _ = run_cli(["dev-models", str(tmp_path), "--image-family", family], clean_env(tmp_path, HF_HUB_OFFLINE="1"))
+    assert done.returncode == 0, done.stderr
+    flag = next(line for line in done.stdout.splitlines() if line.startswith("image model: "))
+    image_model = flag.removeprefix("image model: --image-model ")
+    from server.encoders import ModelSpec, build_encoder
+
+    encoder = build_encoder(ModelSpec("image", image_model))
+    assert ModelSpec("image", image_model).family == "transformers"
+    assert encoder.scoring.kind == ("sigmoid" if family == "siglip" else "softmax")
+    assert encoder.encode_text(["a cat"]).shape[0] == 1
