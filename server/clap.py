@@ -32,15 +32,10 @@ def load(spec: ModelSpec) -> ClapEncoder:
 def missing(spec: ModelSpec) -> str | None:
     """Why the model cannot be loaded from what is on this machine and reachable, or None when it can."""
     model = spec.model
-    if os.path.isdir(model):
-        if not os.path.isfile(os.path.join(model, "config.json")):
-            return (
-                f"audio model {model!r}: the folder has no config.json "
-                "(it needs what ClapModel.save_pretrained and ClapProcessor.save_pretrained write)"
-            )
-        return None
-    if os.path.isabs(model) or model.startswith((".", "~")) or model.count("/") > 1:
-        return f"audio model {model!r}: no such folder"
+    needs = "it needs what ClapModel.save_pretrained and ClapProcessor.save_pretrained write"
+    problem = hub.folder_or_hub_id_problem("audio model", model, needs)
+    if problem or os.path.isdir(model):
+        return problem
     hub.go_offline_unless_hub_reachable()
     if hub_is_offline() and not hub.in_cache(model, "config.json"):
         return (
@@ -58,14 +53,14 @@ class ClapEncoder:
     backend = "torch"
     input_side: int | None = None
 
-    def __init__(self, model: Any, processor: Any, name: str, device: str) -> None:
+    def __init__(self, model: Any, processor: Any, name: str, device: str, family: str = "clap") -> None:
         self.model = model
         self.processor = processor
         self.name = name
         self.device = device
         self.dtype = next(model.parameters()).dtype
         self.precision = PRECISIONS[self.dtype]
-        self.identity = model_identity("clap", name, torch_fingerprint(model), self.precision)
+        self.identity = model_identity(family, name, torch_fingerprint(model), self.precision)
         self.sample_rate: int | None = int(processor.feature_extractor.sampling_rate)
         # Unfused checkpoints take one mel view; the extractor's "fusion" default makes four and crashes them.
         self.truncation = "fusion" if model.config.audio_config.enable_fusion else "rand_trunc"
@@ -98,10 +93,17 @@ class ClapEncoder:
         precomputed = [index for index, item in enumerate(inputs) if item.ndim > 1]
         if precomputed:
             return self._prepare_precomputed(inputs, precomputed)
-        features = self.processor.feature_extractor(
-            inputs, sampling_rate=self.sample_rate, truncation=self.truncation, return_tensors="pt"
+        features = dict(
+            self.processor.feature_extractor(
+                inputs, sampling_rate=self.sample_rate, truncation=self.truncation, return_tensors="pt"
+            )
         )
-        return dict(features)
+        if self.truncation == "fusion":
+            # The extractor marks a random clip "longer" when none is, as laion's training does; laion_clap's
+            # inference does not, and the embedding would depend on the batch and the random state.
+            longest = self.processor.feature_extractor.nb_max_samples
+            features["is_longer"] = torch.tensor([[len(window) > longest] for window in inputs])
+        return features
 
     def _prepare_precomputed(self, inputs: list[np.ndarray], precomputed: list[int]) -> dict[str, torch.Tensor]:
         # What the extractor returns for the batch: raw windows go through it, precomputed items are stacked in.

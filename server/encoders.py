@@ -96,9 +96,11 @@ BACKENDS: dict[tuple[str, str], str] = {
     ("open_clip", "torch"): "server.clip",
     ("clap", "torch"): "server.clap",
     ("transformers", "torch"): "server.hf_clip",
+    ("laion_clap", "torch"): "server.laion_clap",
     ("open_clip", "openvino"): "server.openvino_backend",
     ("clap", "openvino"): "server.openvino_backend",
     ("transformers", "openvino"): "server.openvino_backend",
+    ("laion_clap", "openvino"): "server.openvino_backend",
 }
 
 
