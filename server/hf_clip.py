@@ -43,16 +43,15 @@ def load(spec: ModelSpec) -> HfClipEncoder:
 def missing(spec: ModelSpec) -> str | None:
     """Why the model cannot be loaded from what is on this machine and reachable, or None when it can."""
     model = spec.model
+    needs = (
+        "a transformers folder needs what CLIPModel/SiglipModel.save_pretrained and the processor's save_pretrained "
+        "write; an open_clip folder needs open_clip_config.json"
+    )
+    problem = hub.folder_or_hub_id_problem("image model", model, needs)
+    if problem:
+        return problem
     if os.path.isdir(model):
-        if not os.path.isfile(os.path.join(model, "config.json")):
-            return (
-                f"image model {model!r}: the folder has no config.json (a transformers folder needs what "
-                "CLIPModel/SiglipModel.save_pretrained and the processor's save_pretrained write; an open_clip "
-                "folder needs open_clip_config.json)"
-            )
         return model_type_problem(model, model_type(model))
-    if os.path.isabs(model) or model.startswith((".", "~")) or model.count("/") > 1:
-        return f"image model {model!r}: no such folder"
     hub.go_offline_unless_hub_reachable()
     try:
         cached = _config_file(model)

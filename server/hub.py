@@ -49,6 +49,18 @@ def cache_location() -> str:
     return str(constants.HF_HUB_CACHE)
 
 
+def folder_or_hub_id_problem(what: str, model: str, folder_needs: str) -> str | None:
+    """What is wrong with the spelling of a transformers model given as a ``save_pretrained`` folder or an
+    ``org/name`` hub id: a folder without config.json, or a path that is no folder. None: go on."""
+    if os.path.isdir(model):
+        if not os.path.isfile(os.path.join(model, "config.json")):
+            return f"{what} {model!r}: the folder has no config.json ({folder_needs})"
+        return None
+    if os.path.isabs(model) or model.startswith((".", "~")) or model.count("/") > 1:
+        return f"{what} {model!r}: no such folder"
+    return None
+
+
 def in_cache(repo_id: str, filename: str) -> bool:
     """Whether the hub cache holds ``filename`` of ``repo_id`` (no network)."""
     from huggingface_hub import try_to_load_from_cache

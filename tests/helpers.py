@@ -165,3 +165,25 @@ def audio(seq: int, samples: np.ndarray, rate: int = 16000, **extra: Any) -> byt
         **extra,
     }
     return pack(message)
+
+
+def openvino_installed() -> bool:
+    from server import openvino_backend
+
+    try:
+        openvino_backend.import_openvino()  # not importorskip: importing OpenVINO plainly starts its telemetry
+    except ImportError:
+        return False
+    return True
+
+
+NO_OPENVINO = "OpenVINO is not installed (pip install -e '.[dev,openvino]')"
+
+# Event settings under which every rise of a label over its baseline is an event at once.
+EAGER_EVENTS = {
+    "event_start": 1.0,
+    "event_end": 0.5,
+    "event_min_seconds": 0.0,
+    "event_hold_seconds": 0.0,
+    "event_smooth_seconds": 0.0,
+}

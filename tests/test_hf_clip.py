@@ -23,7 +23,7 @@ from server.encoders import Encoder, ModelSpec, build_encoder, choose_backend, m
 from server.hub import ModelUnavailable
 from server.settings import Settings
 
-from .helpers import REPO, frame, live_server, receive, receive_until
+from .helpers import NO_OPENVINO, REPO, frame, live_server, openvino_installed, receive, receive_until
 
 MIN_COSINE = 0.999
 WRITERS = {"clip": write_hf_clip, "siglip": write_siglip, "siglip2": write_siglip2}
@@ -233,15 +233,7 @@ async def _frames(server: Any, pictures: list[bytes]) -> tuple[dict[str, Any], l
     return welcome, answers
 
 
-def openvino_installed() -> bool:
-    try:
-        openvino_backend.import_openvino()  # not importorskip: importing OpenVINO plainly starts its telemetry
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not openvino_installed(), reason="OpenVINO is not installed (pip install -e '.[dev,openvino]')")
+@pytest.mark.skipif(not openvino_installed(), reason=NO_OPENVINO)
 @pytest.mark.parametrize("kind", ["clip", "siglip"])
 def test_openvino_takes_fixed_size_towers(kind, folders, encoders, pictures, tmp_path, monkeypatch):
     monkeypatch.setenv(openvino_backend.CACHE_ENV, str(tmp_path))
@@ -260,7 +252,7 @@ def test_openvino_takes_fixed_size_towers(kind, folders, encoders, pictures, tmp
     assert (batched * expected).sum(-1).min() >= MIN_COSINE and float(single[0] @ expected[0]) >= MIN_COSINE
 
 
-@pytest.mark.skipif(not openvino_installed(), reason="OpenVINO is not installed (pip install -e '.[dev,openvino]')")
+@pytest.mark.skipif(not openvino_installed(), reason=NO_OPENVINO)
 def test_openvino_refuses_naflex_and_auto_falls_back_to_torch(folders):
     spec = ModelSpec("image", str(folders["siglip2"]))
     problem = missing_model(dataclasses.replace(spec, backend="openvino"))

@@ -21,12 +21,10 @@ from server.devmodels import write_open_clip
 from server.encoders import Encoder, ModelSpec, build_encoder, missing_model
 from server.settings import Settings
 
-from .helpers import REPO, audio, connect, frame, live_server, receive_until
+from .helpers import NO_OPENVINO, REPO, audio, connect, frame, live_server, openvino_installed, receive_until
 
-try:
-    openvino_backend.import_openvino()  # not importorskip: importing OpenVINO plainly starts its telemetry
-except ImportError:
-    pytest.skip("OpenVINO is not installed (pip install -e '.[dev,openvino]')", allow_module_level=True)
+if not openvino_installed():
+    pytest.skip(NO_OPENVINO, allow_module_level=True)
 
 SAMPLES = REPO / "samples"
 PICTURES = sorted(SAMPLES.glob("*.jpg"))

@@ -14,7 +14,6 @@ import torch
 import websockets
 from PIL import Image
 
-from server import openvino_backend
 from server.devmodels import write_open_clip, write_siglip
 from server.encoders import Encoder, ModelSpec, build_encoder, missing_model
 from server.scoring import Scores, Scoring
@@ -22,17 +21,11 @@ from server.settings import Settings
 from server.stream_events import EventConsumer
 from server.worker import StreamKey
 
-from .helpers import REPO, frame, live_server, pack, receive
+from .helpers import EAGER_EVENTS as EAGER
+from .helpers import NO_OPENVINO, REPO, frame, live_server, openvino_installed, pack, receive
 
 PICTURE_FILES = sorted((REPO / "samples").glob("*.jpg"))
 PROMPTS = ["a photo of a dog.", "a rocket on its launch pad", "!", "x " * 100, "A CAT."]
-EAGER = {  # as tests/test_watch.py: every rise of a label over its baseline is an event at once
-    "event_start": 1.0,
-    "event_end": 0.5,
-    "event_min_seconds": 0.0,
-    "event_hold_seconds": 0.0,
-    "event_smooth_seconds": 0.0,
-}
 
 
 @pytest.fixture(scope="module")
@@ -95,15 +88,7 @@ def test_open_clip_siglip_preprocessing_matches_its_transform(open_clip_siglip, 
     assert (fast * reference.numpy()).sum(-1).min() >= 0.999
 
 
-def openvino_installed() -> bool:
-    try:
-        openvino_backend.import_openvino()  # not importorskip: importing OpenVINO plainly starts its telemetry
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not openvino_installed(), reason="OpenVINO is not installed (pip install -e '.[dev,openvino]')")
+@pytest.mark.skipif(not openvino_installed(), reason=NO_OPENVINO)
 def test_open_clip_siglip_runs_on_openvino(open_clip_siglip, pictures):
     converted = build_encoder(ModelSpec("image", open_clip_siglip.name, backend="openvino"))
     assert converted.scoring == open_clip_siglip.scoring

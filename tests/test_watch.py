@@ -12,16 +12,10 @@ import pytest
 import websockets
 from PIL import Image
 
+from .helpers import EAGER_EVENTS as EAGER
 from .helpers import REPO, audio, frame, live_server, pack, receive, receive_until, tone
 
 SAMPLES = REPO / "samples"
-EAGER = {
-    "event_start": 1.0,
-    "event_end": 0.5,
-    "event_min_seconds": 0.0,
-    "event_hold_seconds": 0.0,
-    "event_smooth_seconds": 0.0,
-}
 
 
 @pytest.fixture(scope="module")
