@@ -264,13 +264,10 @@ def _checked(tokenizer: Any, at_least: int = 100) -> Any:
     return tokenizer
 
 
-def write_clap(out: Path, arch: str = "tiny", seed: int = 0) -> Path:
-    """A CLAP folder as ``save_pretrained`` writes it, with a byte-level BPE tokenizer trained here."""
-    import torch
+def write_roberta_bpe(out: Path) -> None:
+    """A small byte-level BPE vocabulary with RoBERTa's special tokens: vocab.json and merges.txt in ``out``."""
     from tokenizers import ByteLevelBPETokenizer
-    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, RobertaTokenizer
 
-    out.mkdir(parents=True, exist_ok=True)
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(
         [TOKENIZER_CORPUS] * 20,
@@ -279,6 +276,15 @@ def write_clap(out: Path, arch: str = "tiny", seed: int = 0) -> Path:
         special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
     )
     bpe.save_model(str(out))
+
+
+def write_clap(out: Path, arch: str = "tiny", seed: int = 0) -> Path:
+    """A CLAP folder as ``save_pretrained`` writes it, with a byte-level BPE tokenizer trained here."""
+    import torch
+    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, RobertaTokenizer
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_roberta_bpe(out)
     # transformers 5 builds an empty tokenizer from vocab_file=/merges_file= keywords: pass them positionally.
     tokenizer = RobertaTokenizer(str(out / "vocab.json"), str(out / "merges.txt"), model_max_length=77)
     if len(tokenizer) < 100:

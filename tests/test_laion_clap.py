@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import torch
 
-from server.devmodels import TOKENIZER_CORPUS, write_open_clip
+from server.devmodels import TOKENIZER_CORPUS, write_open_clip, write_roberta_bpe
 from server.encoders import ModelSpec, build_encoder, missing_model
 from server.hub import ModelUnavailable
 from server.laion_clap import read_state_dict
@@ -63,18 +63,10 @@ def waveforms() -> dict[str, np.ndarray]:
 
 def write_hub_cache(hub: Path, scratch: Path) -> None:
     """``roberta-base`` (model and tokenizer) and the two tokenizers laion_clap loads on import, in hub layout."""
-    from tokenizers import ByteLevelBPETokenizer
     from transformers import RobertaConfig, RobertaModel
 
     scratch.mkdir(parents=True)
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(
-        [TOKENIZER_CORPUS] * 20,
-        vocab_size=400,
-        min_frequency=1,
-        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-    )
-    bpe.save_model(str(scratch))
+    write_roberta_bpe(scratch)
     vocab_size = len(json.loads((scratch / "vocab.json").read_text()))
     # laion_clap's text projection takes RoBERTa-base's 768 wide output; depth and vocabulary can be small.
     config = RobertaConfig(
