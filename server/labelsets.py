@@ -32,6 +32,7 @@ from .labels import (
 )
 from .metrics import Metrics
 from .protocol import Modality
+from .timing import ms_since
 
 log = logging.getLogger("sensorium.labels")
 
@@ -279,7 +280,7 @@ class LabelSource:
     def _build(self, parsed: ParsedLabels, version: int, refresh: bool = False) -> LabelSet:
         started = time.perf_counter()
         embedded = embed_label_set(self.encoder, parsed, self.cache, keep=version > 0, refresh=refresh)
-        encode_ms = (time.perf_counter() - started) * 1000
+        encode_ms = ms_since(started)
         new_prompts = embedded.new_prompts
         if version > 0:  # not for ad-hoc sets
             entry = {
