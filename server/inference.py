@@ -30,11 +30,19 @@ class Embedded:
     encode_ms: float
 
 
+class InputsLost(Exception):
+    """A batch's inputs are gone with the process or machine that held them (a replica died, none answered).
+
+    The worker counts them as dropped rather than retrying: inputs are latest-wins, so by the time a retry could
+    run the streams have sent newer ones, and a retry would only make those wait."""
+
+
 class Embedder(Protocol):
     concurrency: int  # batches it can work on at once; the worker keeps at most this many in flight
 
     async def embed(self, inputs: list[Any]) -> Embedded:
-        """Embed a batch of decoded inputs; raises if any input fails (the worker then retries them alone)."""
+        """Embed a batch of decoded inputs; raises if any input fails (the worker then retries them alone),
+        or ``InputsLost`` if the batch is gone without an answer (the worker counts its inputs as dropped)."""
 
     def close(self) -> None: ...
 

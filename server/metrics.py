@@ -32,6 +32,14 @@ class Metrics:
             "sensorium_batch_size", "Inputs per model call", ["modality"],
             buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32), registry=r,
         )  # fmt: skip
+        self.inputs_lost = Counter(
+            "sensorium_inputs_lost", "Inputs gone with an encoder replica (counted as dropped too)", ["modality"],
+            registry=r,
+        )  # fmt: skip
+        self.encoder_batch_size = Histogram(
+            "sensorium_encoder_batch_size", "Inputs per encoder replica call, across gateways (sensorium cluster)",
+            ["modality"], buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32), registry=r,
+        )  # fmt: skip
         self.events = Counter("sensorium_events", "Events (starts and ends)", ["modality", "state"], registry=r)
         self.silent = Counter("sensorium_silent_windows", "Audio windows not sent to the model: silent", registry=r)
         self.output_sent = Counter(

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from .inference import Embedded, Embedder
+from .inference import Embedded, Embedder, InputsLost
 from .labelsets import LabelSet, LabelSource
 from .protocol import Modality
 from .scoring import Scores, Scoring, score_batch
@@ -139,6 +139,7 @@ class ModelWorker:
         max_batch: int,
         batch_wait_ms: float = 0.0,
         observe_batch: Callable[[float], None] | None = None,
+        observe_lost: Callable[[float], None] | None = None,
     ) -> None:
         self.embedder = embedder
         self.labels = labels  # read at batch time, so a reload applies from the next batch
@@ -146,6 +147,7 @@ class ModelWorker:
         self.max_batch = max_batch
         self.batch_wait_s = batch_wait_ms / 1000
         self.observe_batch = observe_batch or (lambda size: None)
+        self.observe_lost = observe_lost or (lambda count: None)
         self.in_flight = 0  # inputs inside the embedder now, over every batch in flight
         self.queue = LatestWinsQueue()
         # Scoring is numpy work of its own: a thread beside the model's, so the event loop never does it.
@@ -178,14 +180,30 @@ class ModelWorker:
         self.in_flight += len(jobs)
         try:
             outcomes = await self._embed_and_score(jobs, label_set, started)
+        except InputsLost as exc:
+            self._lost(jobs, started, exc)
+            return
         finally:
             self.in_flight -= len(jobs)
         for job, outcome in zip(jobs, outcomes, strict=True):
             job.sink.deliver(job, outcome)
 
+    def _lost(self, jobs: list[Job], started: float, exc: InputsLost) -> None:
+        """Every input of a lost batch is accounted for: a stream's counts as dropped (its next result says so),
+        a one-shot request gets an error, since nothing later would answer it."""
+        log.warning("%s: %d inputs lost: %s", self.labels.modality, len(jobs), exc)
+        self.observe_lost(len(jobs))
+        for job in jobs:
+            if job.oneshot:
+                job.sink.deliver(job, _failed(job, started, f"the model's replica was lost ({exc}); try again"))
+            else:
+                job.sink.count_dropped(job, 1)
+
     async def _embed_and_score(self, jobs: list[Job], label_set: LabelSet, started: float) -> list[ItemOutcome]:
         try:
             embedded = await self.embedder.embed([job.payload for job in jobs])
+        except InputsLost:
+            raise  # no input was at fault: retrying them one by one would only wait for the same loss again
         except Exception:
             if len(jobs) == 1:
                 log.exception("%s model failed on %s seq %s", self.labels.modality, jobs[0].stream, jobs[0].seq)

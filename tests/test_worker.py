@@ -3,7 +3,7 @@ import asyncio
 import numpy as np
 
 from server.encoders import ModelSpec, build_encoder
-from server.inference import LocalEmbedder
+from server.inference import InputsLost, LocalEmbedder
 from server.labelsets import EmbeddingCache, LabelSource
 from server.worker import FutureSink, Job, LatestWinsQueue, ModelWorker, StreamKey
 
@@ -184,3 +184,60 @@ def test_the_worker_keeps_as_many_batches_in_flight_as_the_embedder_takes(image_
     most_inside, outcomes = asyncio.run(scenario())
     assert most_inside == 2
     assert all(o.scores is not None and len(o.scores.scores) == len(source.current.names) for o in outcomes)
+
+
+class LosingEmbedder:
+    """A real model whose first batch is lost on its way, as a dead encoder replica's is (server/remote.py)."""
+
+    concurrency = 1
+
+    def __init__(self, encoder) -> None:
+        self.local = LocalEmbedder(encoder)
+        self.calls = 0
+
+    async def embed(self, inputs):
+        self.calls += 1
+        if self.calls == 1:
+            raise InputsLost("the replica holding this batch died")
+        return await self.local.embed(inputs)
+
+    def close(self) -> None:
+        self.local.close()
+
+
+class CountingSink(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.delivered: list[int] = []
+
+    def deliver(self, job, outcome):
+        self.delivered.append(job.seq)
+
+
+def test_a_lost_batch_is_counted_as_dropped_once_and_never_retried(image_model, label_dir):
+    encoder = build_encoder(ModelSpec("image", image_model))
+    source = LabelSource("image", label_dir / "image.txt", encoder, EmbeddingCache(), lambda m: None, 0)
+    source.load_now()
+
+    async def scenario():
+        embedder = LosingEmbedder(encoder)
+        lost: list[float] = []
+        worker = ModelWorker(embedder, source, encoder.scoring, max_batch=8, observe_lost=lost.append)
+        sink, oneshot = CountingSink(), FutureSink()
+        picture = np.zeros((48, 64, 3), np.uint8)
+        worker.submit(Job(StreamKey(1, "image", "a"), picture, 1, 0, 0, 0, sink))
+        worker.submit(Job(StreamKey(2, "image", "b"), picture, 1, 0, 0, 0, sink))
+        worker.submit(Job(StreamKey(0, "image", "request-1"), picture, 0, 0, 0, 0, oneshot, oneshot=True))
+        runner = asyncio.create_task(worker.run())
+        failed = await oneshot.future  # a one-shot request has no later result to carry a count: it gets an error
+        worker.submit(Job(StreamKey(1, "image", "a"), picture, 2, 0, 0, 0, sink))
+        await async_wait_until(lambda: sink.delivered == [2], what="the next input's result")
+        runner.cancel()
+        worker.close()
+        return embedder.calls, lost, sink, failed
+
+    calls, lost, sink, failed = asyncio.run(scenario())
+    assert calls == 2  # the lost batch, then the next input: no one-by-one retry of the lost three
+    assert lost == [3]
+    assert sink.dropped == {StreamKey(1, "image", "a"): 1, StreamKey(2, "image", "b"): 1}
+    assert failed.scores is None and "replica was lost" in (failed.error or "")
