@@ -19,7 +19,7 @@ from starlette.websockets import WebSocket
 from .errors import ErrorCode
 from .http_api import HttpApi, error_response
 from .openapi import openapi_schema
-from .runtime import Runtime
+from .runtime import EmbedderFactory, Runtime, local_embedder
 from .security import TokenGate
 from .session import Session
 from .settings import Settings
@@ -62,9 +62,12 @@ async def server_error(request: Request, exc: Exception) -> Response:
     return error_response(ErrorCode.INTERNAL, "the server failed on this request; its log has the details")
 
 
-def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None) -> Starlette:
-    """Build the app. ``on_fatal`` is told when start-up fails (the CLI uses it to exit)."""
-    runtime = Runtime(settings, on_fatal=on_fatal)
+def create_app(
+    settings: Settings, on_fatal: Callable[[str], None] | None = None, embedders: EmbedderFactory = local_embedder
+) -> Starlette:
+    """Build the app. ``on_fatal`` is told when start-up fails (the CLI uses it to exit); ``embedders`` says where
+    the models run (in this process unless ``sensorium cluster`` says otherwise)."""
+    runtime = Runtime(settings, on_fatal=on_fatal, embedders=embedders)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

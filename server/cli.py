@@ -21,6 +21,19 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     add_settings_flags(parser)
 
 
+def _cluster_parser(sub: argparse._SubParsersAction) -> None:
+    from .cluster import add_arguments
+
+    parser = sub.add_parser(
+        "cluster",
+        help="run the server on a Ray cluster (pip install 'sensorium[cluster]'; docs/cluster.md)",
+        description="Run the perception server on a Ray cluster: serve's flags, plus where the cluster is and how "
+        "the models spread over it (docs/cluster.md).",
+    )
+    add_settings_flags(parser)
+    add_arguments(parser)
+
+
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per Settings field, named after it, with the help and group its metadata gives."""
     hints = get_type_hints(Settings)
@@ -126,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sensorium {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _serve_parser(sub)
+    _cluster_parser(sub)
     _client_parsers(sub)
     _bench_parser(sub)
     _dev_models_parser(sub)
@@ -148,6 +162,15 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(str(exc))
         return serve(settings)
+    if args.command == "cluster":
+        from . import cluster
+
+        try:
+            settings = settings_from_args(args)
+            cluster.options_from_args(args)
+        except ValueError as exc:
+            parser.error(str(exc))
+        return cluster.run(settings, args)
     if args.command == "webcam":
         from clients import webcam
 

@@ -17,7 +17,7 @@ from .encoders import Encoder, build_encoder, model_specs
 from .errors import CloseCode
 from .eventlog import EventLog
 from .hub import ModelUnavailable
-from .inference import LocalEmbedder, ModelThread, warm_up
+from .inference import Embedder, LocalEmbedder, ModelThread, warm_up
 from .labels import LabelFileError
 from .labelsets import EmbeddingCache, LabelLimits, LabelSet, LabelSource
 from .metrics import Metrics
@@ -39,10 +39,25 @@ class StartupError(RuntimeError):
     """Start-up cannot complete; the message is meant for the person who started the server."""
 
 
+# Where a worker's batches are embedded, given the model loaded here (for labels and preprocessing) and its
+# thread: in this process by default; ``sensorium cluster`` gives one that sends them to encoder replicas.
+EmbedderFactory = Callable[[Modality, Encoder, ModelThread], Embedder]
+
+
+def local_embedder(modality: Modality, encoder: Encoder, thread: ModelThread) -> Embedder:
+    return LocalEmbedder(encoder, thread)
+
+
 class Runtime:
-    def __init__(self, settings: Settings, on_fatal: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        on_fatal: Callable[[str], None] | None = None,
+        embedders: EmbedderFactory = local_embedder,
+    ) -> None:
         self.settings = settings
         self.on_fatal = on_fatal
+        self.embedders = embedders
         self.state = "loading"
         self.error: str | None = None
         self.encoders: dict[Modality, Encoder] = {}
@@ -96,9 +111,10 @@ class Runtime:
             return
         for modality, encoder in self.encoders.items():
             worker = ModelWorker(
-                LocalEmbedder(encoder, self.model_threads[modality]), self.label_sources[modality], encoder.scoring,
-                self.settings.max_batch, self.settings.batch_wait_ms,
+                self.embedders(modality, encoder, self.model_threads[modality]), self.label_sources[modality],
+                encoder.scoring, self.settings.max_batch, self.settings.batch_wait_ms,
                 observe_batch=self.metrics.batch_size.labels(modality).observe,
+                observe_lost=self.metrics.inputs_lost.labels(modality).inc,
             )  # fmt: skip
             self.metrics.watch_queue(modality, worker.queue.__len__)
             self.workers[modality] = worker

@@ -1,0 +1,156 @@
+"""Sensorium as a Ray Serve application: gateways that hold the connections, encoders that hold the models.
+
+``Gateway`` is the ingress: each replica runs Sensorium's own app (``create_app``: sessions, latest-wins queues,
+scoring, labels, events, HTTP API) with ``RayEmbedder``s in place of the in-process models. ``EncoderDeployment``
+replicas, one deployment per modality, load the model and run batches merged across every gateway's calls with
+``@serve.batch``, wherever Ray places them (GPU nodes). ``build_app`` binds the graph; server/cluster.py runs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from typing import Any, cast
+
+import numpy as np
+import ray
+from ray import serve
+from ray.serve import Application, Deployment
+from starlette.applications import Starlette
+
+from .app import create_app
+from .cluster import ClusterOptions, gateway_settings
+from .encoders import Encoder, build_encoder, model_specs
+from .inference import LocalEmbedder, ModelThread, warm_up
+from .protocol import Modality
+from .remote import EncoderReply, RayEmbedder
+from .runtime import Runtime
+from .settings import Settings
+
+log = logging.getLogger("sensorium.cluster")
+
+
+def _sample(modality: Modality, encoder: Encoder) -> Any:
+    if modality == "image":
+        return np.full((240, 320, 3), 127, dtype=np.uint8)
+    return np.zeros(encoder.sample_rate or 48_000, dtype=np.float32)
+
+
+def _calls_size(calls: list[list[Any]]) -> int:
+    return sum(len(call) for call in calls)
+
+
+class EncoderDeployment:
+    """One modality's model, fed batches merged across the calls of every gateway."""
+
+    def __init__(self, settings: Settings, modality: Modality, max_batch: int, batch_wait_ms: float) -> None:
+        # The spec is resolved here, not on the driver: device "auto" means this node's GPU when Ray gave it one.
+        spec = next(spec for spec in model_specs(settings) if spec.modality == modality)
+        self.modality = modality
+        self.thread = ModelThread(modality)  # server/inference.py: why one thread calls the model
+        self.encoder = self.thread.call(build_encoder, spec)
+        self.thread.call(warm_up, self.encoder, _sample(modality, self.encoder))
+        self.local = LocalEmbedder(self.encoder, self.thread)
+        self.node = ray.get_runtime_context().get_node_id()
+        self.batch_sizes: Counter[int] = Counter()
+        batcher: Any = self.embed  # @serve.batch's wrapper, which the decorator's type does not show
+        batcher.set_max_batch_size(max_batch)
+        batcher.set_batch_wait_timeout_s(batch_wait_ms / 1000)
+        log.info("%s encoder %s on %s, node %s", modality, self.encoder.name, self.encoder.device, self.node[:8])
+
+    # A call is one gateway batch (a list of inputs); batch_size_fn counts inputs, so merged calls stay within
+    # max_batch. Gateway batches are at most max_batch themselves, so no single call is refused as too big.
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005, batch_size_fn=_calls_size)
+    async def embed(self, calls: list[list[Any]]) -> list[EncoderReply]:
+        flat = [item for call in calls for item in call]
+        self.batch_sizes[len(flat)] += 1
+        embedded = await self.local.embed(flat)
+        replies, start = [], 0
+        for call in calls:
+            rows = embedded.embeddings[start : start + len(call)]
+            replies.append(
+                EncoderReply(rows, embedded.preprocess_ms, embedded.encode_ms, len(flat), len(calls), self.node)
+            )
+            start += len(call)
+        return replies
+
+    def describe(self) -> dict[str, Any]:
+        """What this replica is and has done: for tests, status pages and benchmarks."""
+        return {
+            "modality": self.modality,
+            "model": self.encoder.name,
+            "device": self.encoder.device,
+            "node": self.node,
+            "pid": os.getpid(),
+            "batch_sizes": dict(self.batch_sizes),
+        }
+
+
+class Gateway:
+    """Sensorium's app, with the models behind the encoder deployments' handles."""
+
+    def __init__(self, settings: Settings, options: ClusterOptions, encoders: dict[str, Any]) -> None:
+        self.settings = settings
+        self.cluster = options
+        self.encoders = encoders
+
+    def __serve_build_asgi_app__(self) -> Starlette:
+        # Runs at replica start, after __init__: the handles are live here.
+        app: Starlette
+
+        def embedders(modality: Modality, encoder: Encoder, thread: ModelThread) -> RayEmbedder:
+            runtime: Runtime = app.state.runtime
+            return RayEmbedder(
+                self.encoders[modality],
+                modality,
+                concurrency=self.cluster.inflight_batches,
+                timeout_s=self.cluster.encoder_timeout,
+                observe_batch=runtime.metrics.encoder_batch_size.labels(modality).observe,
+            )
+
+        app = create_app(self.settings, embedders=embedders)
+        return app
+
+
+def _deployment(cls: type) -> Deployment:
+    # serve.deployment is annotated as returning a decorator, even when it is given the class itself.
+    made: Deployment = cast(Any, serve.deployment)(cls)
+    return made
+
+
+def build_app(settings: Settings, options: ClusterOptions) -> Application:
+    """The bound application: a Gateway deployment and one EncoderDeployment per modality served."""
+    encoders: dict[str, Application] = {}
+    for modality, replicas, gpus in (
+        ("image", options.image_replicas, options.image_gpus),
+        ("audio", options.audio_replicas, options.audio_gpus),
+    ):
+        if (modality == "image" and not settings.serves_image) or (modality == "audio" and not settings.serves_audio):
+            continue
+        encoders[modality] = (
+            _deployment(EncoderDeployment)
+            .options(
+                name=f"{modality.capitalize()}Encoder",
+                # A dead replica is noticed by its callers at once (their calls fail); the health check restarts it.
+                health_check_period_s=2,
+                health_check_timeout_s=30,
+                num_replicas=replicas,
+                # Below max_batch x concurrent batches, @serve.batch could never fill (Serve warns of it too).
+                max_ongoing_requests=max(16, 2 * settings.max_batch),
+                ray_actor_options={"num_cpus": options.encoder_cpus, "num_gpus": gpus},
+            )
+            .bind(settings, modality, settings.max_batch, options.batch_wait_ms)
+        )
+    # serve.ingress() with no app: each replica builds it in Gateway.__serve_build_asgi_app__.
+    gateway = _deployment(serve.ingress()(Gateway)).options(
+        name="Gateway",
+        num_replicas=options.gateways,
+        # Serve waits this long for a stopping replica's WebSockets; clients reconnect after its close anyway.
+        graceful_shutdown_timeout_s=5,
+        # A WebSocket holds one request for its whole life: Serve's default of 5 would hold the sixth client in its
+        # handshake. Above Sensorium's own limits, its clear refusals (close 1013, 503) are what clients see.
+        max_ongoing_requests=settings.max_connections + settings.max_requests + 8,
+        ray_actor_options={"num_cpus": options.gateway_cpus},
+    )
+    return gateway.bind(gateway_settings(settings), options, encoders)
