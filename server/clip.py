@@ -64,14 +64,14 @@ def missing(spec: ModelSpec) -> str | None:
     if name.startswith("hf-hub:"):
         cached = hub.in_cache(name.removeprefix("hf-hub:"), "open_clip_config.json")
     else:
-        import open_clip
+        from .catalog import cached as in_catalog_cache
+        from .catalog import open_clip_entry
 
-        cfg = open_clip.get_pretrained_cfg(name, pretrained or "")
-        if not cfg:
+        try:
+            # open_clip's table names a hub repo, a repo and a file in it, or a URL: the catalog reads all three.
+            cached = in_catalog_cache(open_clip_entry(name, pretrained or ""))
+        except ValueError:
             return f"{what}: open_clip knows no such pretrained tag (open_clip.list_pretrained() lists them)"
-        repo = str(cfg.get("hf_hub") or "").strip("/")
-        weights = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
-        cached = any(hub.in_cache(repo, f) for f in weights) if repo else _url_cached(str(cfg.get("url") or ""))
     if cached:
         return None
     return (
@@ -83,11 +83,6 @@ def missing(spec: ModelSpec) -> str | None:
 
 def _looks_like_a_path(pretrained: str) -> bool:
     return os.sep in pretrained or pretrained.endswith((".bin", ".pt", ".pth", ".safetensors"))
-
-
-def _url_cached(url: str) -> bool:
-    # open_clip keeps weights fetched by URL (OpenAI's) under ~/.cache/clip, named as in the URL.
-    return bool(url) and os.path.isfile(os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url)))
 
 
 class ClipEncoder:

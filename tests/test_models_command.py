@@ -227,3 +227,19 @@ def test_sizes_read_as_people_write_them(count, text):
 def test_an_entry_of_a_family_without_a_backend_is_not_loadable():
     entry = Entry("audio", "no-such-family", "x", None, "clap-htsat-tiny", None, ())
     assert not entry.loadable and catalog.size(entry, {}).source == "estimate"
+
+
+def test_serve_s_check_finds_a_tag_whose_hub_entry_names_a_file(tmp_path, monkeypatch):
+    """open_clip's table gives some tags as 'org/repo/file.bin' (ViTamin): serve's check once took that whole string
+    for the repo and called the cached weights missing."""
+    from huggingface_hub import constants
+
+    from server import clip, hub
+    from server.encoders import ModelSpec
+
+    cache_snapshot(tmp_path, "jienengchen/ViTamin-S", {"pytorch_model.bin": b"weights"})
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub, "go_offline_unless_hub_reachable", lambda: None)
+    assert clip.missing(ModelSpec("image", "ViTamin-S", "datacomp1b")) is None
+    assert "not in the local cache" in str(clip.missing(ModelSpec("image", "ViTamin-B", "datacomp1b")))
