@@ -8,8 +8,10 @@ replicas, one deployment per modality, load the model and run batches merged acr
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
 from collections import Counter
 from typing import Any, cast
 
@@ -44,10 +46,13 @@ def _calls_size(calls: list[list[Any]]) -> int:
 class EncoderDeployment:
     """One modality's model, fed batches merged across the calls of every gateway."""
 
-    def __init__(self, settings: Settings, modality: Modality, max_batch: int, batch_wait_ms: float) -> None:
+    def __init__(
+        self, settings: Settings, modality: Modality, max_batch: int, batch_wait_ms: float, min_batch_s: float = 0.0
+    ) -> None:
         # The spec is resolved here, not on the driver: device "auto" means this node's GPU when Ray gave it one.
         spec = next(spec for spec in model_specs(settings) if spec.modality == modality)
         self.modality = modality
+        self.min_batch_s = min_batch_s
         self.thread = ModelThread(modality)  # server/inference.py: why one thread calls the model
         self.encoder = self.thread.call(build_encoder, spec)
         self.thread.call(warm_up, self.encoder, _sample(modality, self.encoder))
@@ -63,9 +68,12 @@ class EncoderDeployment:
     # max_batch. Gateway batches are at most max_batch themselves, so no single call is refused as too big.
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005, batch_size_fn=_calls_size)
     async def embed(self, calls: list[list[Any]]) -> list[EncoderReply]:
+        started = time.perf_counter()
         flat = [item for call in calls for item in call]
         self.batch_sizes[len(flat)] += 1
         embedded = await self.local.embed(flat)
+        if self.min_batch_s:  # tests hold batches this long, so a replica killed mid-stream has one inside
+            await asyncio.sleep(self.min_batch_s - (time.perf_counter() - started))
         replies, start = [], 0
         for call in calls:
             rows = embedded.embeddings[start : start + len(call)]
@@ -82,6 +90,7 @@ class EncoderDeployment:
             "model": self.encoder.name,
             "device": self.encoder.device,
             "node": self.node,
+            "actor": ray.get_runtime_context().get_actor_name(),
             "pid": os.getpid(),
             "batch_sizes": dict(self.batch_sizes),
         }
@@ -119,8 +128,11 @@ def _deployment(cls: type) -> Deployment:
     return made
 
 
-def build_app(settings: Settings, options: ClusterOptions) -> Application:
-    """The bound application: a Gateway deployment and one EncoderDeployment per modality served."""
+def build_app(settings: Settings, options: ClusterOptions, *, min_batch_s: float = 0.0) -> Application:
+    """The bound application: a Gateway deployment and one EncoderDeployment per modality served.
+
+    ``min_batch_s``, for tests: every encoder batch takes at least this long, so a replica is seldom between
+    batches when it is killed."""
     encoders: dict[str, Application] = {}
     for modality, replicas, gpus in (
         ("image", options.image_replicas, options.image_gpus),
@@ -140,7 +152,7 @@ def build_app(settings: Settings, options: ClusterOptions) -> Application:
                 max_ongoing_requests=max(16, 2 * settings.max_batch),
                 ray_actor_options={"num_cpus": options.encoder_cpus, "num_gpus": gpus},
             )
-            .bind(settings, modality, settings.max_batch, options.batch_wait_ms)
+            .bind(settings, modality, settings.max_batch, options.batch_wait_ms, min_batch_s)
         )
     # serve.ingress() with no app: each replica builds it in Gateway.__serve_build_asgi_app__.
     gateway = _deployment(serve.ingress()(Gateway)).options(
