@@ -4,7 +4,7 @@ One cluster for the module (starting it and loading the models take most of its 
 every CPU of the head, so Ray can place it nowhere else: a worker node can then be removed without taking the
 connections with it. Each image encoder replica asks for a whole (fake) GPU, so there is one per worker node.
 Every encoder batch takes at least MIN_BATCH_S and each gateway keeps three in flight: with streams faster than
-that, a node removed mid-stream always has inputs inside.
+that, a replica killed or a node removed mid-stream always has inputs inside.
 """
 
 from __future__ import annotations
@@ -248,6 +248,36 @@ def _assert_loss_accounted(tallies: list[dict[str, int]], lost: float) -> None:
         assert tally["sent"] == tally["results"] + tally["dropped"] + tally["errors"], tally
         assert tally["results_after"] > 0, tally  # the streams went on, on the surviving replica
     assert sum(tally["dropped"] for tally in tallies) >= lost, (lost, tallies)
+
+
+def test_an_encoder_replica_killed_mid_stream_is_restarted_and_costs_only_its_inputs(
+    ray_cluster: RunningCluster,
+) -> None:
+    import ray
+
+    wait_until(lambda: _image_replica_states() == {"RUNNING": 2}, timeout=60, what="two running image encoder replicas")
+    before = _image_replicas()
+    assert len(before) == 2, before
+    victim = sorted(before)[0]
+    lost_before = _inputs_lost(ray_cluster)
+    tallies = asyncio.run(
+        _run_streams(
+            ray_cluster, 6.0, 0.01, during=lambda: ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+        )
+    )
+    lost = _inputs_lost(ray_cluster) - lost_before
+    print(f"inputs lost with the replica: {lost:g}; tallies {tallies}")
+    assert lost > 0, f"no input was inside the killed replica: {tallies}"
+    _assert_loss_accounted(tallies, lost)
+    # Serve's health check notices the dead replica and starts another in its place (the node still has its GPU).
+    wait_until(
+        lambda: _image_replica_states() == {"RUNNING": 2}, timeout=90, what="Serve restarting the killed replica"
+    )
+    after = _image_replicas()
+    assert victim not in after and len(after) == 2, (victim, after)
+    for tally in asyncio.run(_run_streams(ray_cluster, 3.0)):
+        assert tally["results"] > 0 and tally["sent"] == tally["results"] + tally["dropped"] + tally["errors"], tally
+    assert _health(ray_cluster) == "ok"
 
 
 def test_a_worker_node_removed_mid_stream_costs_only_its_inputs(ray_cluster: RunningCluster) -> None:
