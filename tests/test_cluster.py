@@ -291,8 +291,9 @@ def test_a_worker_node_removed_mid_stream_costs_only_its_inputs(ray_cluster: Run
         )
     )
     lost = _inputs_lost(ray_cluster) - lost_before
-    # Not asserted above 0: a batch whose replica Serve finds unreachable (ActorUnavailableError) rather than dead
-    # is sent again to the survivor and answered; only a replica Ray already knows dead (ActorDiedError) loses it.
+    # Not asserted above 0: once in four runs none was lost, though the node held batches. The gateway logged Serve's
+    # "Request failed because Replica(...) is temporarily unavailable" and every input was answered, as if Serve had
+    # sent them to the survivor (not confirmed in its code). The killed replica's test asserts the loss path.
     print(f"inputs lost with the node: {lost:g}; tallies {tallies}")
     _assert_loss_accounted(tallies, lost)
     assert _health(ray_cluster) == "ok"
