@@ -46,6 +46,7 @@ def missing(spec: ModelSpec) -> str | None:
 
 
 PRECISIONS = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+DTYPES = {name: dtype for dtype, name in PRECISIONS.items()}  # --precision to the torch dtype of the weights
 
 
 class ClapEncoder:
@@ -70,7 +71,7 @@ class ClapEncoder:
     def load(cls, model_id: str, device: str, precision: str = "fp32") -> ClapEncoder:
         from transformers import ClapModel, ClapProcessor
 
-        dtype = {value: key for key, value in PRECISIONS.items()}[precision]
+        dtype = DTYPES[precision]
         try:
             processor = ClapProcessor.from_pretrained(model_id)
             model = ClapModel.from_pretrained(model_id, dtype=dtype)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from . import hub
+from .clap import DTYPES, PRECISIONS
 from .encoders import ModelSpec
 from .hub import ModelUnavailable, cache_location, hub_is_offline
 from .identity import model_identity, torch_fingerprint
@@ -26,7 +27,6 @@ from .scoring import Scoring
 TEXT_BATCH = 256
 MODEL_CLASSES = {"clip": "CLIPModel", "siglip": "SiglipModel", "siglip2": "Siglip2Model"}
 SUPPORTED = "CLIP, SigLIP or SigLIP 2 (config.json model_type clip, siglip or siglip2)"
-PRECISIONS = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 def needs_hub(model_id: str) -> bool:
@@ -146,7 +146,7 @@ class HfClipEncoder:
     def load(cls, model_id: str, device: str, precision: str = "fp32") -> HfClipEncoder:
         import transformers
 
-        dtype = {value: key for key, value in PRECISIONS.items()}[precision]
+        dtype = DTYPES[precision]
         try:
             config = transformers.AutoConfig.from_pretrained(model_id)
         except (OSError, ValueError) as exc:

@@ -141,11 +141,3 @@ def embed_label_set(
     encoded = set(new)
     new_labels = sum(1 for label in parsed.labels if not encoded.isdisjoint(label.prompts))
     return EmbeddedLabels(normalize_rows(np.stack(rows)), len(new), new_labels)
-
-
-def embed_labels(
-    encoder: Encoder, parsed: ParsedLabels, cache: EmbeddingCache, *, keep: bool = True
-) -> tuple[np.ndarray, int]:
-    """``embed_label_set``'s matrix and the number of prompts it encoded."""
-    embedded = embed_label_set(encoder, parsed, cache, keep=keep)
-    return embedded.matrix, embedded.new_prompts

@@ -20,7 +20,7 @@ from . import protocol
 from .encoders import Encoder
 from .events import EventThresholds
 from .inference import ModelThread
-from .label_cache import EmbeddingCache, embed_label_set, embed_labels
+from .label_cache import EmbeddingCache, embed_label_set
 from .labels import (
     DEFAULT_TEMPLATES,
     Label,
@@ -196,8 +196,7 @@ class LabelSource:
 
     def _embed_texts(self, texts: list[str]) -> np.ndarray:
         parsed = ParsedLabels(labels=tuple(Label(text, (text,)) for text in texts), warnings=())
-        matrix, _ = embed_labels(self.encoder, parsed, self.cache, keep=False)
-        return matrix
+        return embed_label_set(self.encoder, parsed, self.cache, keep=False).matrix
 
     def text(self) -> str:
         """The file as it is now ('' when it cannot be read), for an editor; for a directory, its files one

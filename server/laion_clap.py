@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from . import hub
-from .clap import PRECISIONS, ClapEncoder
+from .clap import DTYPES, ClapEncoder
 from .devmodels import LAION_FEATURES
 from .encoders import ModelSpec
 from .hub import ModelUnavailable, cache_location, hub_is_offline
@@ -72,7 +72,7 @@ def load(spec: ModelSpec) -> ClapEncoder:
     fused = bool(model.config.audio_config.enable_fusion)
     processor = laion_processor(fused, tokenizer_files(path), model.config.text_config.vocab_size, str(path))
     check_mel_filters(state, processor.feature_extractor, str(path))
-    dtype = {value: key for key, value in PRECISIONS.items()}[spec.precision]
+    dtype = DTYPES[spec.precision]
     model.to(spec.device, dtype).eval()
     return ClapEncoder(model, processor, name=path.name, device=spec.device, family="laion_clap")
 

@@ -7,8 +7,8 @@ import numpy as np
 
 from server.devmodels import write_open_clip
 from server.encoders import ModelSpec, build_encoder
+from server.label_cache import EmbeddingCache, embed_label_set
 from server.labels import parse_label_text
-from server.labelsets import EmbeddingCache, embed_labels
 
 from .helpers import jpeg, live_server
 
@@ -34,18 +34,18 @@ def test_cache_is_keyed_by_weights(tmp_path):
     assert encoders[0].identity.split(":")[-2] != encoders[1].identity.split(":")[-2]  # weight fingerprints
     parsed = parse_label_text(LABELS, ("a photo of a {}.",))
     folder = tmp_path / "cache"
-    embed_labels(encoders[0], parsed, EmbeddingCache(folder))
+    embed_label_set(encoders[0], parsed, EmbeddingCache(folder))
     fresh = EmbeddingCache(folder)
     assert fresh.load(encoders[0].identity) == 50
     assert fresh.load(encoders[1].identity) == 0
-    _, new = embed_labels(encoders[0], parsed, fresh)
+    new = embed_label_set(encoders[0], parsed, fresh).new_prompts
     assert new == 0
 
 
 def test_unreadable_cache_file_is_ignored(tmp_path, image_model):
     encoder = build_encoder(ModelSpec("image", image_model))
     cache = EmbeddingCache(tmp_path)
-    embed_labels(encoder, parse_label_text("dog\ncat\n", ("{}",)), cache)
+    embed_label_set(encoder, parse_label_text("dog\ncat\n", ("{}",)), cache)
     (path,) = tmp_path.glob("*.npz")
     path.write_bytes(b"garbage")
     assert EmbeddingCache(tmp_path).load(encoder.identity) == 0
