@@ -19,7 +19,7 @@ from starlette.websockets import WebSocket
 from .errors import ErrorCode
 from .http_api import HttpApi, error_response
 from .openapi import openapi_schema
-from .runtime import EmbedderFactory, Runtime, local_embedder
+from .runtime import EmbedderFactory, LabelsFactory, Runtime, local_embedder
 from .security import TokenGate
 from .session import Session
 from .settings import Settings
@@ -63,11 +63,15 @@ async def server_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    settings: Settings, on_fatal: Callable[[str], None] | None = None, embedders: EmbedderFactory = local_embedder
+    settings: Settings,
+    on_fatal: Callable[[str], None] | None = None,
+    embedders: EmbedderFactory = local_embedder,
+    labels: LabelsFactory | None = None,
 ) -> Starlette:
     """Build the app. ``on_fatal`` is told when start-up fails (the CLI uses it to exit); ``embedders`` says where
-    the models run (in this process unless ``sensorium cluster`` says otherwise)."""
-    runtime = Runtime(settings, on_fatal=on_fatal, embedders=embedders)
+    the models run and ``labels`` where the labels come from (in this process, from the label files, unless
+    ``sensorium cluster`` says otherwise)."""
+    runtime = Runtime(settings, on_fatal=on_fatal, embedders=embedders, labels=labels)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 from .settings import Settings
@@ -32,6 +33,9 @@ class ClusterOptions:
     gateways: int = 1
     image_replicas: int = 1
     audio_replicas: int = 1
+    image_max_replicas: int = 0  # above image_replicas: Serve scales the image encoders between the two
+    audio_max_replicas: int = 0
+    target_requests: float = 2.0  # ongoing calls per encoder replica that autoscaling aims at
     image_gpus: float = 0.0  # GPUs per image encoder replica; fractions pack replicas onto one GPU
     audio_gpus: float = 0.0
     encoder_cpus: float = 1.0
@@ -62,6 +66,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("gateways", int, "gateway replicas: each holds its own connections (default %(default)s)"),
         ("image_replicas", int, "image encoder replicas (default %(default)s)"),
         ("audio_replicas", int, "audio encoder replicas (default %(default)s)"),
+        (
+            "image_max_replicas",
+            int,
+            "above --image-replicas: Serve adds image encoder replicas up to this many under load, and removes "
+            "them when idle (default %(default)s: a fixed count)",
+        ),
+        ("audio_max_replicas", int, "the same for the audio encoders (default %(default)s: a fixed count)"),
+        (
+            "target_requests",
+            float,
+            "autoscaling aims at this many batches waiting or running per encoder replica (default %(default)s)",
+        ),
         ("image_gpus", float, "GPUs per image encoder replica; 0.5 puts two on a GPU (default %(default)s)"),
         ("audio_gpus", float, "GPUs per audio encoder replica (default %(default)s)"),
         ("encoder_cpus", float, "CPUs Ray reserves per encoder replica (default %(default)s)"),
@@ -94,9 +110,33 @@ def options_from_args(args: argparse.Namespace) -> ClusterOptions:
         )
     if min(options.image_gpus, options.audio_gpus, options.encoder_cpus, options.gateway_cpus) < 0:
         raise ValueError("--image-gpus, --audio-gpus, --encoder-cpus and --gateway-cpus must not be negative")
+    for name, least, most in (
+        ("image", options.image_replicas, options.image_max_replicas),
+        ("audio", options.audio_replicas, options.audio_max_replicas),
+    ):
+        if most and most < least:
+            raise ValueError(f"--{name}-max-replicas ({most}) is below --{name}-replicas ({least})")
+    if options.target_requests <= 0:
+        raise ValueError("--target-requests must be positive")
     if options.encoder_timeout <= 0:
         raise ValueError("--encoder-timeout must be positive")
     return options
+
+
+def replica_count(replicas: int, max_replicas: int, target_requests: float) -> dict[str, Any]:
+    """A deployment's replica options: a fixed count, or Serve autoscaling between ``replicas`` and
+    ``max_replicas`` on the calls waiting or running per replica."""
+    if max_replicas <= replicas:
+        return {"num_replicas": replicas}
+    return {
+        "num_replicas": "auto",
+        "autoscaling_config": {
+            "min_replicas": replicas,
+            "initial_replicas": replicas,
+            "max_replicas": max_replicas,
+            "target_ongoing_requests": target_requests,
+        },
+    }
 
 
 def gateway_settings(settings: Settings) -> Settings:
@@ -105,6 +145,23 @@ def gateway_settings(settings: Settings) -> Settings:
     if settings.device == "cpu" and settings.precision != "fp16":
         return settings
     return replace(settings, device="cpu", precision="fp32")
+
+
+def absolute_paths(settings: Settings) -> Settings:
+    """The settings with their files as absolute paths: replicas run in Ray's worker processes, whose working
+    directory is not this command's."""
+    from .preflight import find_label_file
+
+    def folder(value: str) -> str:
+        return str(Path(value).expanduser().resolve()) if value else value
+
+    return replace(
+        settings,
+        image_labels=find_label_file(settings.image_labels, "image.txt").resolve(),
+        audio_labels=find_label_file(settings.audio_labels, "audio.txt").resolve(),
+        label_cache=folder(settings.label_cache),
+        data_dir=folder(settings.data_dir),
+    )
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -123,6 +180,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         print("sensorium: cannot start:\n" + "\n".join(f"  - {problem}" for problem in found), file=sys.stderr)
         return 2
     options = options_from_args(args)
+    settings = absolute_paths(settings)
 
     import ray
     from ray import serve

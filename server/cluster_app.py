@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, cast
 
 import numpy as np
@@ -22,9 +23,10 @@ from ray.serve import Application, Deployment
 from starlette.applications import Starlette
 
 from .app import create_app
-from .cluster import ClusterOptions, gateway_settings
+from .cluster import ClusterOptions, gateway_settings, replica_count
 from .encoders import Encoder, build_encoder, model_specs
 from .inference import LocalEmbedder, ModelThread, warm_up
+from .label_hub import HubLabelFeed, LabelHub
 from .protocol import Modality
 from .remote import EncoderReply, RayEmbedder
 from .runtime import Runtime
@@ -59,6 +61,7 @@ class EncoderDeployment:
         self.local = LocalEmbedder(self.encoder, self.thread)
         self.node = ray.get_runtime_context().get_node_id()
         self.batch_sizes: Counter[int] = Counter()
+        self.texts_encoded = 0
         batcher: Any = self.embed  # @serve.batch's wrapper, which the decorator's type does not show
         batcher.set_max_batch_size(max_batch)
         batcher.set_batch_wait_timeout_s(batch_wait_ms / 1000)
@@ -83,11 +86,19 @@ class EncoderDeployment:
             start += len(call)
         return replies
 
+    async def embed_texts(self, prompts: list[str]) -> np.ndarray:
+        """The label hub's prompts through this model's text tower (server/label_hub.py)."""
+        self.texts_encoded += len(prompts)
+        embeddings: np.ndarray = await self.thread.run(self.encoder.encode_text, prompts)
+        return embeddings
+
     def describe(self) -> dict[str, Any]:
         """What this replica is and has done: for tests, status pages and benchmarks."""
         return {
             "modality": self.modality,
             "model": self.encoder.name,
+            "identity": self.encoder.identity,
+            "texts_encoded": self.texts_encoded,
             "device": self.encoder.device,
             "node": self.node,
             "actor": ray.get_runtime_context().get_actor_name(),
@@ -99,10 +110,13 @@ class EncoderDeployment:
 class Gateway:
     """Sensorium's app, with the models behind the encoder deployments' handles."""
 
-    def __init__(self, settings: Settings, options: ClusterOptions, encoders: dict[str, Any]) -> None:
+    def __init__(self, settings: Settings, options: ClusterOptions, encoders: dict[str, Any], hub: Any) -> None:
         self.settings = settings
         self.cluster = options
         self.encoders = encoders
+        self.hub = hub
+        self.replica = serve.get_replica_context().replica_id.unique_id
+        self.runtime: Runtime | None = None
 
     def __serve_build_asgi_app__(self) -> Starlette:
         # Runs at replica start, after __init__: the handles are live here.
@@ -118,8 +132,20 @@ class Gateway:
                 observe_batch=runtime.metrics.encoder_batch_size.labels(modality).observe,
             )
 
-        app = create_app(self.settings, embedders=embedders)
+        def labels(
+            modality: Modality, encoder: Encoder, thread: ModelThread, announce: Callable[[dict[str, Any]], None]
+        ) -> HubLabelFeed:
+            return HubLabelFeed(self.hub, modality, announce, self.replica)
+
+        app = create_app(self.settings, embedders=embedders, labels=labels)
+        self.runtime = app.state.runtime
         return app
+
+    def replica_metrics(self) -> tuple[str, str]:
+        """This replica's id and its /metrics text: the HTTP /metrics answers from whichever gateway the proxy
+        picks, and a tool that needs every gateway's counts calls this through a handle until it has seen each."""
+        assert self.runtime is not None
+        return self.replica, self.runtime.metrics.render().decode()
 
 
 def _deployment(cls: type) -> Deployment:
@@ -134,9 +160,9 @@ def build_app(settings: Settings, options: ClusterOptions, *, min_batch_s: float
     ``min_batch_s``, for tests: every encoder batch takes at least this long, so a replica is seldom between
     batches when it is killed."""
     encoders: dict[str, Application] = {}
-    for modality, replicas, gpus in (
-        ("image", options.image_replicas, options.image_gpus),
-        ("audio", options.audio_replicas, options.audio_gpus),
+    for modality, replicas, max_replicas, gpus in (
+        ("image", options.image_replicas, options.image_max_replicas, options.image_gpus),
+        ("audio", options.audio_replicas, options.audio_max_replicas, options.audio_gpus),
     ):
         if (modality == "image" and not settings.serves_image) or (modality == "audio" and not settings.serves_audio):
             continue
@@ -147,13 +173,25 @@ def build_app(settings: Settings, options: ClusterOptions, *, min_batch_s: float
                 # A dead replica is noticed by its callers at once (their calls fail); the health check restarts it.
                 health_check_period_s=2,
                 health_check_timeout_s=30,
-                num_replicas=replicas,
+                **replica_count(replicas, max_replicas, options.target_requests),
                 # Below max_batch x concurrent batches, @serve.batch could never fill (Serve warns of it too).
                 max_ongoing_requests=max(16, 2 * settings.max_batch),
                 ray_actor_options={"num_cpus": options.encoder_cpus, "num_gpus": gpus},
             )
             .bind(settings, modality, settings.max_batch, options.batch_wait_ms, min_batch_s)
         )
+    # One replica, on the head node (where `sensorium cluster` runs and the label files are), for every gateway.
+    hub = (
+        _deployment(LabelHub)
+        .options(
+            name="LabelHub",
+            num_replicas=1,
+            health_check_period_s=2,
+            max_ongoing_requests=1000,  # every gateway keeps a long poll per modality waiting here
+            ray_actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}},
+        )
+        .bind(settings, encoders)
+    )
     # serve.ingress() with no app: each replica builds it in Gateway.__serve_build_asgi_app__.
     gateway = _deployment(serve.ingress()(Gateway)).options(
         name="Gateway",
@@ -165,4 +203,33 @@ def build_app(settings: Settings, options: ClusterOptions, *, min_batch_s: float
         max_ongoing_requests=settings.max_connections + settings.max_requests + 8,
         ray_actor_options={"num_cpus": options.gateway_cpus},
     )
-    return gateway.bind(gateway_settings(settings), options, encoders)
+    return gateway.bind(gateway_settings(settings), options, encoders, hub)
+
+
+def app_builder(args: dict[str, Any]) -> Application:
+    """The application for a Serve config file (``serve run``, ``serve deploy``, KubeRay's RayService):
+    ``import_path: server.cluster_app:app_builder``, ``args`` spelled as ``sensorium cluster``'s flags
+    (``image-model: /models/clip``, ``image-replicas: 2``, ``allow-label-edits: true``; a list repeats its flag).
+    Where the proxies listen and ``request_timeout_s`` are the config file's own ``http_options`` there."""
+    from .cli import build_parser, settings_from_args
+    from .cluster import absolute_paths, options_from_args
+
+    try:
+        parsed = build_parser().parse_args(["cluster", *flags_from_args(args)])
+    except SystemExit as exc:  # argparse has printed what was wrong to the log
+        raise ValueError(f"sensorium's application args {args} are not valid flags of 'sensorium cluster'") from exc
+    return build_app(absolute_paths(settings_from_args(parsed)), options_from_args(parsed))
+
+
+def flags_from_args(args: dict[str, Any]) -> list[str]:
+    """A config file's ``args`` as command-line flags: ``true`` a bare flag, ``false``/``null`` none, a list its
+    flag once per item."""
+    flags: list[str] = []
+    for key, value in args.items():
+        flag = "--" + key.replace("_", "-")
+        for item in value if isinstance(value, list) else [value]:
+            if item is True:
+                flags.append(flag)
+            elif item is not False and item is not None:
+                flags += [flag, str(item)]
+    return flags

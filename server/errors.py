@@ -97,7 +97,7 @@ class CloseCode:
     NORMAL = 1000
     GOING_AWAY = 1001  # shutting down
     POLICY = 1008  # too many bad messages
-    MESSAGE_TOO_BIG = 1009  # sent by the WebSocket layer itself
+    MESSAGE_TOO_BIG = 1009  # by the WebSocket layer itself, or by the session behind a proxy with its own limit
     MODELS_FAILED = 1011
     TOO_MANY_CONNECTIONS = 1013  # "try again later"
     UNAUTHORIZED = 4401

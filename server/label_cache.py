@@ -9,14 +9,23 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from .encoders import Encoder
 from .labels import ParsedLabels
 from .scoring import normalize_rows
 
 log = logging.getLogger("sensorium.labels")
+
+
+class TextTower(Protocol):
+    """What label embedding needs of a model: its text tower, and what its embeddings are cached under.
+    An ``Encoder`` is one; so is an encoder replica on another machine (server/label_hub.py)."""
+
+    identity: str
+
+    def encode_text(self, prompts: list[str]) -> np.ndarray: ...
 
 
 class EmbeddingCache:
@@ -122,7 +131,7 @@ class EmbeddedLabels:
 
 
 def embed_label_set(
-    encoder: Encoder, parsed: ParsedLabels, cache: EmbeddingCache, *, keep: bool = True, refresh: bool = False
+    encoder: TextTower, parsed: ParsedLabels, cache: EmbeddingCache, *, keep: bool = True, refresh: bool = False
 ) -> EmbeddedLabels:
     """One row per label: the normalized mean of its prompts' embeddings (prompt ensembling).
 

@@ -11,16 +11,15 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import watchfiles
 
 from . import protocol
-from .encoders import Encoder
 from .events import EventThresholds
 from .inference import ModelThread
-from .label_cache import EmbeddingCache, embed_label_set
+from .label_cache import EmbeddingCache, TextTower, embed_label_set
 from .labels import (
     DEFAULT_TEMPLATES,
     Label,
@@ -67,6 +66,34 @@ class LabelLimits:
     max_file_bytes: int = 1024 * 1024
 
 
+class LiveLabels(Protocol):
+    """One modality's current labels, as the server reads and edits them: a ``LabelSource`` here, or a
+    ``HubLabelFeed`` following the cluster's one label source (server/label_hub.py)."""
+
+    modality: Modality
+    path: Path
+    current: LabelSet | None
+    last_error: str | None
+    history: list[dict[str, float]]
+
+    @property
+    def editable(self) -> bool: ...
+
+    def load_now(self) -> LabelSet: ...
+
+    async def watch(self, stop: asyncio.Event) -> None: ...
+
+    async def adhoc(self, names: list[str], *, refresh: bool = False) -> LabelSet: ...
+
+    async def embed_texts(self, texts: list[str]) -> np.ndarray: ...
+
+    def text(self) -> str: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class LabelSource:
     """The live label set of one modality: loads its file, or every ``*.txt`` directly inside its directory,
     watches them, swaps in new sets atomically."""
@@ -75,7 +102,7 @@ class LabelSource:
         self,
         modality: Modality,
         path: Path,
-        encoder: Encoder,
+        encoder: TextTower,
         cache: EmbeddingCache,
         announce: Callable[[dict[str, Any]], None],
         debounce_ms: int,

@@ -19,7 +19,7 @@ from .eventlog import EventLog
 from .hub import ModelUnavailable
 from .inference import Embedder, LocalEmbedder, ModelThread, warm_up
 from .labels import LabelFileError
-from .labelsets import EmbeddingCache, LabelLimits, LabelSet, LabelSource
+from .labelsets import EmbeddingCache, LabelLimits, LabelSet, LabelSource, LiveLabels
 from .metrics import Metrics
 from .outputs import EventOutput, build_outputs
 from .preflight import find_label_file
@@ -48,20 +48,27 @@ def local_embedder(modality: Modality, encoder: Encoder, thread: ModelThread) ->
     return LocalEmbedder(encoder, thread)
 
 
+# Where a modality's labels come from, given its model, the model's thread and whom to tell of a change: the
+# label files, read and embedded here, by default; ``sensorium cluster`` follows the cluster's one label hub.
+LabelsFactory = Callable[[Modality, Encoder, ModelThread, Callable[[dict[str, Any]], None]], LiveLabels]
+
+
 class Runtime:
     def __init__(
         self,
         settings: Settings,
         on_fatal: Callable[[str], None] | None = None,
         embedders: EmbedderFactory = local_embedder,
+        labels: LabelsFactory | None = None,
     ) -> None:
         self.settings = settings
         self.on_fatal = on_fatal
         self.embedders = embedders
+        self.labels = labels or self.label_files
         self.state = "loading"
         self.error: str | None = None
         self.encoders: dict[Modality, Encoder] = {}
-        self.label_sources: dict[Modality, LabelSource] = {}
+        self.label_sources: dict[Modality, LiveLabels] = {}
         self.workers: dict[Modality, ModelWorker] = {}
         self.model_threads: dict[Modality, ModelThread] = {}
         self.serving: Serving | None = None  # what sessions use, once the models are ready
@@ -139,32 +146,20 @@ class Runtime:
 
     def _load(self) -> None:
         started = time.perf_counter()
-        paths = {"image": self.settings.image_labels, "audio": self.settings.audio_labels}
         for spec in model_specs(self.settings):
             modality = spec.modality
             # Everything that calls into a model runs on its one thread (server/inference.py says why).
             thread = self.model_threads[modality] = ModelThread(modality)
             encoder = self.encoders[modality] = thread.call(build_encoder, spec)
-            if kept := self.cache.load(encoder.identity):
-                log.info("%s: %d prompt embeddings from the label cache", modality, kept)
-            path = find_label_file(paths[modality], f"{modality}.txt")
-            source = LabelSource(
-                modality,
-                path,
-                encoder,
-                self.cache,
-                self._announce_labels,
-                self.settings.reload_debounce_ms,
-                limits=LabelLimits(self.settings.max_labels, self.settings.max_label_file_bytes),
-                metrics=self.metrics,
-                model_thread=thread,
-            )
+            source = self.labels(modality, encoder, thread, self._announce_labels)
             try:
                 label_set = thread.call(source.load_now)
             except LabelFileError as exc:
-                raise StartupError(f"{modality} labels {path}: {exc}") from exc
+                raise StartupError(f"{modality} labels {source.path}: {exc}") from exc
             self.label_sources[modality] = source
-            log.info("%s labels: %d from %s in %.0f ms", modality, len(label_set.names), path, label_set.encode_ms)
+            log.info(
+                "%s labels: %d from %s in %.0f ms", modality, len(label_set.names), source.path, label_set.encode_ms
+            )
             if modality == "image":
                 self.image_side = encoder.input_side
             if modality == "audio":
@@ -172,6 +167,25 @@ class Runtime:
                 self.audio_rate = encoder.sample_rate or self.audio_rate
             thread.call(warm_up, encoder, self._warm_up_input(modality))
         log.info("models loaded and warmed up in %.1f s", time.perf_counter() - started)
+
+    def label_files(
+        self, modality: Modality, encoder: Encoder, thread: ModelThread, announce: Callable[[dict[str, Any]], None]
+    ) -> LabelSource:
+        """The default label source: the modality's label file or directory, embedded by this model."""
+        if kept := self.cache.load(encoder.identity):
+            log.info("%s: %d prompt embeddings from the label cache", modality, kept)
+        configured = self.settings.image_labels if modality == "image" else self.settings.audio_labels
+        return LabelSource(
+            modality,
+            find_label_file(configured, f"{modality}.txt"),
+            encoder,
+            self.cache,
+            announce,
+            self.settings.reload_debounce_ms,
+            limits=LabelLimits(self.settings.max_labels, self.settings.max_label_file_bytes),
+            metrics=self.metrics,
+            model_thread=thread,
+        )
 
     def _label_set(self, modality: Modality) -> LabelSet | None:
         source = self.label_sources.get(modality)

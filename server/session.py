@@ -145,6 +145,9 @@ class Session:
                 return
             received = time.perf_counter()
             data = message.get("bytes")
+            if data is not None and len(data) > settings.max_message_bytes:  # a proxy in front let it through
+                await self.close(CloseCode.MESSAGE_TOO_BIG, f"{len(data)} bytes is over max_message_bytes")
+                return
             parsed: protocol.ClientMessage | None = None
             try:
                 if data is None:

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from .inference import Embedded, Embedder, InputsLost
-from .labelsets import LabelSet, LabelSource
+from .labelsets import LabelSet, LiveLabels
 from .protocol import Modality
 from .scoring import Scores, Scoring, score_batch
 from .timing import ms_between
@@ -134,7 +134,7 @@ class ModelWorker:
     def __init__(
         self,
         embedder: Embedder,
-        labels: LabelSource,
+        labels: LiveLabels,
         scoring: Scoring,
         max_batch: int,
         batch_wait_ms: float = 0.0,

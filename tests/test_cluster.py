@@ -1,8 +1,9 @@
 """``sensorium cluster`` on a real Ray cluster on this machine: a head and two worker nodes with a fake GPU each.
 
-One cluster for the module (starting it and loading the models take most of its time). The gateway asks for
-every CPU of the head, so Ray can place it nowhere else: a worker node can then be removed without taking the
-connections with it. Each image encoder replica asks for a whole (fake) GPU, so there is one per worker node.
+One cluster for the module (starting it and loading the models take most of its time). Two gateways, each asking
+for one CPU, and only the head has CPUs, so Ray can place them nowhere else: a worker node can then be removed
+without taking connections with it. Each image encoder replica asks for a whole (fake) GPU and no CPU, so there is
+one per worker node.
 Every encoder batch takes at least MIN_BATCH_S and each gateway keeps three in flight: with streams faster than
 that, a replica killed or a node removed mid-stream always has inputs inside.
 """
@@ -13,6 +14,7 @@ import asyncio
 import os
 import re
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -26,8 +28,10 @@ from server.settings import Settings
 
 from .helpers import REPO, audio, frame, free_port, jpeg, receive, tone, wait_until
 
-HEAD_CPUS = 2
+GATEWAYS = 2
 MIN_BATCH_S = 1.0
+ENCODER_TIMEOUT_S = 10.0
+STALL_S = ENCODER_TIMEOUT_S + 2
 
 
 @dataclass
@@ -45,14 +49,42 @@ class RunningCluster:
         return f"ws://127.0.0.1:{self.settings.port}/ws"
 
     def metric(self, name: str, **labels: str) -> dict[str, float]:
-        """The samples of one metric family on the gateway's /metrics, by their full sample line's name."""
-        text = httpx.get(f"{self.http}/metrics", timeout=10).text
-        found = {}
-        for line in text.splitlines():
-            if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
-                key, value = line.rsplit(" ", 1)
-                found[key] = float(value)
-        return found
+        """The samples of one metric family, by their full sample line's name, summed over the gateways (each counts
+        its own connections; the HTTP /metrics answers from whichever one the proxy picks)."""
+        found: Counter[str] = Counter()
+        for text in _replies("Gateway", "replica_metrics", GATEWAYS).values():
+            for line in text.splitlines():
+                if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+                    key, value = line.rsplit(" ", 1)
+                    found[key] += float(value)
+        return dict(found)
+
+
+def running_metrics(name: str) -> dict[str, str]:
+    """Each gateway's samples of one metric, for a failure's report."""
+    texts = _replies("Gateway", "replica_metrics", GATEWAYS)
+    return {
+        replica: " ".join(line for line in text.splitlines() if line.startswith(name))
+        for replica, text in texts.items()
+    }
+
+
+def _replies(deployment: str, method: str, replicas: int) -> dict[str, Any]:
+    """One reply from each of a deployment's replicas, by replica: Serve spreads calls over them (and past one
+    that is slow to say how busy it is), so this calls until it has heard from ``replicas`` of them. Each reply is
+    (replica, value)."""
+    from ray import serve
+
+    handle = getattr(serve.get_deployment_handle(deployment, APP_NAME), method)
+    found: dict[str, Any] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        replica, value = handle.remote().result(timeout_s=30)
+        found[replica] = value
+        if len(found) == replicas:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"only {len(found)} of {replicas} {deployment} replicas answered in 60 s")
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +94,9 @@ def ray_cluster(image_model: str, audio_model: str, tmp_path_factory: pytest.Tem
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     # A shared CI box's memory is not this cluster's to police (Ray spells the variable so).
     os.environ["RAY_memory_monitor_refresh_ms"] = "0"  # noqa: SIM112
+    # Serve's routers pass over a replica that takes more than 0.1 s to say how busy it is: on 2 busy cores, both
+    # gateways' replies are wanted.
+    os.environ["RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S"] = "1.0"
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     import ray
     from ray import serve
@@ -75,15 +110,21 @@ def ray_cluster(image_model: str, audio_model: str, tmp_path_factory: pytest.Tem
     options = ClusterOptions(
         image_replicas=2,
         image_gpus=1.0,
+        gateways=GATEWAYS,
         encoder_cpus=0.0,
-        gateway_cpus=HEAD_CPUS,
-        encoder_timeout=20.0,
+        gateway_cpus=1.0,
+        encoder_timeout=ENCODER_TIMEOUT_S,
         inflight_batches=3,  # more than one call on each of the two image replicas, most of the time
         batch_wait_ms=20.0,  # wide enough that the two calls a gateway keeps in flight meet in one batch
     )
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": HEAD_CPUS, "include_dashboard": False})
+    # A removed node is declared dead after about 3 s, not Ray's default of about 30 (as Ray's own tests set it).
+    health = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 1000, "health_check_failure_threshold": 3}
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": GATEWAYS, "include_dashboard": False, "_system_config": health},
+    )
     try:
-        workers = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
+        workers = [cluster.add_node(num_cpus=0, num_gpus=1) for _ in range(2)]
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, namespace="serve")
         settings = Settings(
@@ -92,6 +133,7 @@ def ray_cluster(image_model: str, audio_model: str, tmp_path_factory: pytest.Tem
             image_labels=labels / "image.txt",
             audio_labels=labels / "audio.txt",
             label_cache="",
+            allow_label_edits=True,
             backend="torch",
             device="cpu",
             data_dir="",
@@ -134,7 +176,16 @@ def test_the_ws_protocol_end_to_end_through_the_cluster(ray_cluster: RunningClus
         await ws.close()
         return image, sound
 
+    async def too_big() -> int | None:
+        # Serve's proxy lets WebSocket messages up to 16 MiB through; the gateway holds to --max-message-bytes.
+        ws = await _connect(ray_cluster)
+        await ws.send(b"\0" * (ray_cluster.settings.max_message_bytes + 1))
+        with pytest.raises(websockets.ConnectionClosed):
+            await receive(ws, 30)
+        return ws.close_code
+
     image, sound = asyncio.run(scenario())
+    assert asyncio.run(too_big()) == 1009
     assert (image["type"], image["modality"], image["seq"], image["dropped"]) == ("result", "image", 1, 0)
     assert image["top"] and all(isinstance(entry["label"], str) for entry in image["top"])
     assert image["timings"]["encode_ms"] > 0
@@ -173,13 +224,19 @@ async def _stream(
         sent += 1
         await ws.send(frame(sent, picture, stream=name))
         await asyncio.sleep(interval)
-    deadline = time.monotonic() + 60
+    # Each input's fate arrives within STALL_S (the encoder timeout and more), except the loss of the stream's last
+    # inputs, which only a later result can report: one more frame, only after the accounting stalled that long (a
+    # slow pipeline is not a stalled one, and frames sent sooner would keep it from ever catching up).
+    deadline = time.monotonic() + 120
+    progress, last = time.monotonic(), results + dropped + errors
     while results + dropped + errors < sent and time.monotonic() < deadline:
-        before = results + dropped + errors
-        await asyncio.sleep(1.0)
-        if results + dropped + errors == before:
+        await asyncio.sleep(0.5)
+        if results + dropped + errors != last:
+            progress, last = time.monotonic(), results + dropped + errors
+        elif time.monotonic() - progress > STALL_S:
             sent += 1
             await ws.send(frame(sent, picture, stream=name))
+            progress = time.monotonic()
     reading.cancel()
     await ws.close()
     tally.update(sent=sent, results=results, dropped=dropped, errors=errors, results_after=results_after)
@@ -219,6 +276,71 @@ def test_four_streams_are_batched_together_and_every_frame_is_accounted_for(ray_
     assert cumulative[1] < max(cumulative.values()), f"no encoder batch above 1 input: {cumulative}"
 
 
+def _image_encoders() -> dict[str, dict[str, Any]]:
+    """What each image encoder replica says of itself, by actor name (20 calls, which Serve spreads over them)."""
+    from ray import serve
+
+    handle = serve.get_deployment_handle("ImageEncoder", APP_NAME)
+    found: dict[str, dict[str, Any]] = {}
+    for _ in range(20):
+        described = handle.describe.remote().result(timeout_s=30)
+        found[described["actor"]] = described
+    return found
+
+
+def _label_hub() -> dict[str, Any]:
+    from ray import serve
+
+    described: dict[str, Any] = serve.get_deployment_handle("LabelHub", APP_NAME).describe.remote().result(timeout_s=30)
+    return described
+
+
+def test_a_label_edit_reaches_every_gateway_and_client_once_and_is_embedded_once(ray_cluster: RunningCluster) -> None:
+    hub = _label_hub()
+    version = hub["versions"]["image"]
+    wait_until(lambda: len(_label_hub()["holding"]) == GATEWAYS, timeout=30, what="every gateway following the hub")
+    encoded_before = sum(replica["texts_encoded"] for replica in _image_encoders().values())
+    text = (REPO / "labels" / "image.txt").read_text() + "\na purple giraffe on a skateboard\n"
+
+    async def scenario() -> list[list[dict[str, Any]]]:
+        clients = [await _connect(ray_cluster) for _ in range(6)]
+        async with httpx.AsyncClient() as http:
+            edit = await http.put(f"{ray_cluster.http}/v1/labels/image", content=text.encode(), timeout=60)
+            assert edit.status_code == 200, edit.text
+            bad = await http.put(f"{ray_cluster.http}/v1/labels/image", content=b"# only a comment\n", timeout=60)
+        heard: list[list[dict[str, Any]]] = [[] for _ in clients]
+
+        async def listen(n: int) -> None:
+            # Until this client's copy of the new version, then 3 s more, for any second copy.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                message = await receive(clients[n], max(0.1, deadline - time.monotonic()))
+                heard[n].append(message)
+                if message.get("version") == version + 1:
+                    deadline = min(deadline, time.monotonic() + 3)
+
+        await asyncio.gather(*(listen(n) for n in range(len(clients))), return_exceptions=True)
+        for ws in clients:
+            await ws.close()
+        assert bad.status_code == 400 and "no labels" in bad.json()["error"]["message"], bad.text
+        return heard
+
+    heard = asyncio.run(scenario())
+    for messages in heard:
+        assert [(m["type"], m["modality"], m["version"]) for m in messages] == [("labels", "image", version + 1)]
+    # Every gateway holds the new version (the hub hears it from each one's next poll).
+    wait_until(
+        lambda: sorted(held["image"] for held in _label_hub()["holding"].values()) == [version + 1] * GATEWAYS,
+        timeout=30,
+        what="every gateway holding the new labels",
+    )
+    # The new prompts went through one text tower once: not once per gateway, nor per encoder replica.
+    history = httpx.get(f"{ray_cluster.http}/v1/labels", timeout=10).json()["image"]["history"]
+    new_prompts = history[-1]["new_prompts"]
+    encoded = sum(replica["texts_encoded"] for replica in _image_encoders().values()) - encoded_before
+    assert new_prompts > 0 and encoded == new_prompts, (encoded, history[-1])
+
+
 def _inputs_lost(running: RunningCluster) -> float:
     return sum(running.metric("sensorium_inputs_lost_total", modality="image").values())
 
@@ -244,6 +366,9 @@ def _image_replica_states() -> dict[str, int]:
 def _assert_loss_accounted(tallies: list[dict[str, int]], lost: float) -> None:
     """Every frame has a fate, the lost inputs are among the drops the streams were told of, and the streams went on
     after the failure."""
+    if any(tally["sent"] != tally["results"] + tally["dropped"] + tally["errors"] for tally in tallies):
+        for name in ("sensorium_inputs_total", "sensorium_results_total", "sensorium_dropped_total", "sensorium_queue"):
+            print(name, running_metrics(name))
     for tally in tallies:
         assert tally["sent"] == tally["results"] + tally["dropped"] + tally["errors"], tally
         assert tally["results_after"] > 0, tally  # the streams went on, on the surviving replica
@@ -308,3 +433,47 @@ def test_gateway_settings_keep_the_gateways_own_models_on_its_cpu() -> None:
     assert (gateway_settings(gpu).device, gateway_settings(gpu).precision) == ("cpu", "fp32")
     cpu = replace(gpu, device="cpu", precision="bf16")
     assert gateway_settings(cpu) is cpu
+
+
+def test_autoscaling_is_asked_for_only_above_the_fixed_count() -> None:
+    from server.cluster import replica_count
+
+    assert replica_count(2, 0, 2.0) == {"num_replicas": 2}
+    assert replica_count(2, 2, 2.0) == {"num_replicas": 2}
+    scaled = replica_count(1, 4, 3.0)
+    assert scaled["num_replicas"] == "auto"
+    assert scaled["autoscaling_config"] == {
+        "min_replicas": 1,
+        "initial_replicas": 1,
+        "max_replicas": 4,
+        "target_ongoing_requests": 3.0,
+    }
+
+
+def test_cluster_flags_are_checked_and_config_file_args_read_as_flags() -> None:
+    from server.cli import build_parser
+    from server.cluster import options_from_args
+    from server.cluster_app import flags_from_args
+
+    flags = flags_from_args(
+        {"image-model": "/m/i", "image_replicas": 2, "image-max-replicas": 4, "allow-label-edits": True,
+         "no-audio": False, "allow-origin": ["https://a", "https://b"], "label-cache": None}
+    )  # fmt: skip
+    assert flags == [
+        "--image-model", "/m/i", "--image-replicas", "2", "--image-max-replicas", "4", "--allow-label-edits",
+        "--allow-origin", "https://a", "--allow-origin", "https://b",
+    ]  # fmt: skip
+    parsed = build_parser().parse_args(["cluster", *flags])
+    options = options_from_args(parsed)
+    assert (options.image_replicas, options.image_max_replicas, parsed.allow_origin) == (
+        2,
+        4,
+        ["https://a", "https://b"],
+    )
+    for bad, says in (
+        (["--image-replicas", "3", "--image-max-replicas", "2"], "--image-max-replicas (2) is below"),
+        (["--gateways", "0"], "at least 1"),
+        (["--target-requests", "0"], "--target-requests must be positive"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            options_from_args(build_parser().parse_args(["cluster", *bad]))
