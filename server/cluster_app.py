@@ -28,7 +28,7 @@ from .encoders import Encoder, build_encoder, model_specs
 from .inference import LocalEmbedder, ModelThread, warm_up
 from .label_hub import HubLabelFeed, LabelHub
 from .protocol import Modality
-from .remote import EncoderReply, RayEmbedder
+from .remote import EncoderCall, EncoderReply, RayEmbedder
 from .runtime import Runtime
 from .settings import Settings
 
@@ -41,8 +41,8 @@ def _sample(modality: Modality, encoder: Encoder) -> Any:
     return np.zeros(encoder.sample_rate or 48_000, dtype=np.float32)
 
 
-def _calls_size(calls: list[list[Any]]) -> int:
-    return sum(len(call) for call in calls)
+def _calls_size(calls: list[EncoderCall]) -> int:
+    return sum(len(call.inputs) for call in calls)
 
 
 class EncoderDeployment:
@@ -61,6 +61,7 @@ class EncoderDeployment:
         self.local = LocalEmbedder(self.encoder, self.thread)
         self.node = ray.get_runtime_context().get_node_id()
         self.batch_sizes: Counter[int] = Counter()
+        self.gateways_per_batch: Counter[int] = Counter()  # how many gateways' calls each batch merged
         self.texts_encoded = 0
         batcher: Any = self.embed  # @serve.batch's wrapper, which the decorator's type does not show
         batcher.set_max_batch_size(max_batch)
@@ -70,20 +71,21 @@ class EncoderDeployment:
     # A call is one gateway batch (a list of inputs); batch_size_fn counts inputs, so merged calls stay within
     # max_batch. Gateway batches are at most max_batch themselves, so no single call is refused as too big.
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005, batch_size_fn=_calls_size)
-    async def embed(self, calls: list[list[Any]]) -> list[EncoderReply]:
+    async def embed(self, calls: list[EncoderCall]) -> list[EncoderReply]:
         started = time.perf_counter()
-        flat = [item for call in calls for item in call]
+        flat = [item for call in calls for item in call.inputs]
         self.batch_sizes[len(flat)] += 1
+        self.gateways_per_batch[len({call.caller for call in calls})] += 1
         embedded = await self.local.embed(flat)
         if self.min_batch_s:  # tests hold batches this long, so a replica killed mid-stream has one inside
             await asyncio.sleep(self.min_batch_s - (time.perf_counter() - started))
         replies, start = [], 0
         for call in calls:
-            rows = embedded.embeddings[start : start + len(call)]
+            rows = embedded.embeddings[start : start + len(call.inputs)]
             replies.append(
                 EncoderReply(rows, embedded.preprocess_ms, embedded.encode_ms, len(flat), len(calls), self.node)
             )
-            start += len(call)
+            start += len(call.inputs)
         return replies
 
     async def embed_texts(self, prompts: list[str]) -> np.ndarray:
@@ -104,6 +106,7 @@ class EncoderDeployment:
             "actor": ray.get_runtime_context().get_actor_name(),
             "pid": os.getpid(),
             "batch_sizes": dict(self.batch_sizes),
+            "gateways_per_batch": dict(self.gateways_per_batch),
         }
 
 
@@ -127,6 +130,7 @@ class Gateway:
             return RayEmbedder(
                 self.encoders[modality],
                 modality,
+                caller=self.replica,
                 concurrency=self.cluster.inflight_batches,
                 timeout_s=self.cluster.encoder_timeout,
                 observe_batch=runtime.metrics.encoder_batch_size.labels(modality).observe,

@@ -27,6 +27,14 @@ LOST = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError, Requ
 
 
 @dataclass(frozen=True)
+class EncoderCall:
+    """One gateway batch sent to an encoder replica, which merges calls from every gateway into its batches."""
+
+    inputs: list[Any]  # decoded, preprocessed inputs
+    caller: str  # the gateway replica's id: the encoder counts how many gateways each batch served
+
+
+@dataclass(frozen=True)
 class EncoderReply:
     """What an encoder replica returns for one call: that call's rows of the batch it ran in."""
 
@@ -45,6 +53,7 @@ class RayEmbedder:
         self,
         handle: Any,  # a DeploymentHandle to EncoderDeployment
         modality: Modality,
+        caller: str = "",
         concurrency: int = 2,
         timeout_s: float = 30.0,
         observe_batch: Callable[[float], None] | None = None,
@@ -54,11 +63,12 @@ class RayEmbedder:
         self.concurrency = concurrency
         self.handle = handle
         self.modality = modality
+        self.caller = caller  # this gateway replica's id (EncoderCall.caller)
         self.timeout_s = timeout_s
         self.observe_batch = observe_batch or (lambda size: None)
 
     async def embed(self, inputs: list[Any]) -> Embedded:
-        response = self.handle.embed.remote(inputs)
+        response = self.handle.embed.remote(EncoderCall(inputs, self.caller))
         try:
             # A call waits forever while no replica exists (Serve's router leaves the timeout to its caller).
             reply: EncoderReply = await asyncio.wait_for(_await(response), self.timeout_s)
