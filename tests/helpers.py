@@ -50,7 +50,21 @@ def free_port() -> int:
         return port
 
 
-class LiveServer:
+class Loopback:
+    """The addresses of a server on this machine at its settings' port."""
+
+    settings: Settings
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.settings.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.settings.port}/ws"
+
+
+class LiveServer(Loopback):
     def __init__(self, settings: Settings, port: int | None = None) -> None:
         self.settings = replace(settings, port=port or free_port())
         self.app = create_app(self.settings)
@@ -64,14 +78,6 @@ class LiveServer:
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.settings.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.settings.port}/ws"
 
     def start(self, timeout: float = 60) -> None:
         self.thread.start()

@@ -27,7 +27,7 @@ import websockets
 from server.cluster import APP_NAME, ClusterOptions, start_serve
 from server.settings import Settings
 
-from .helpers import REPO, audio, frame, free_port, jpeg, receive, tone, wait_until
+from .helpers import REPO, Loopback, audio, frame, free_port, jpeg, receive, tone, wait_until
 
 GATEWAYS = 2
 MIN_BATCH_S = 1.0
@@ -36,18 +36,10 @@ STALL_S = ENCODER_TIMEOUT_S + 2
 
 
 @dataclass
-class RunningCluster:
+class RunningCluster(Loopback):
     cluster: Any  # ray.cluster_utils.Cluster
     workers: list[Any]  # its worker nodes
     settings: Settings
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.settings.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.settings.port}/ws"
 
     def metric(self, name: str, **labels: str) -> dict[str, float]:
         """The samples of one metric family, by their full sample line's name, summed over the gateways (each counts
