@@ -177,10 +177,13 @@ class LabelSource:
         while not stop.is_set():
             target = self.path.resolve()
             folder = target.is_dir()
+            # The folder the path names is watched as well as the one it resolves to: a Kubernetes ConfigMap
+            # volume swaps a symlink (..data) there to a new directory and deletes the old one.
+            named = self.path.absolute().parent
             batches = watchfiles.awatch(
                 # Not recursive: a label file may sit in a big folder. A directory's parent is watched too, to
                 # see the directory deleted and made again: the old watch cannot see into the new one.
-                *((target.parent, target) if folder else (target.parent,)),
+                *{named, target.parent, *((target,) if folder else ())},
                 watch_filter=None,
                 debounce=self.debounce_ms,
                 step=50,
@@ -204,11 +207,16 @@ class LabelSource:
         async with aclosing(batches):
             async for changes in batches:
                 touched = {Path(path).resolve() for _, path in changes}
-                if catch_up or any(path == target or (folder and _in_directory(path, target)) for path in touched):
+                moved = self.path.resolve() != target  # a symlink on the way now points elsewhere
+                if (
+                    moved
+                    or catch_up
+                    or any(path == target or (folder and _in_directory(path, target)) for path in touched)
+                ):
                     catch_up = False
                     await self.reload()
-                if target in touched and (folder or target.is_dir()):
-                    return True  # the directory itself came or went
+                if moved or (target in touched and (folder or target.is_dir())):
+                    return True  # the directory itself came or went, or the path leads somewhere else: watch anew
         return False
 
     async def adhoc(self, names: list[str], *, refresh: bool = False) -> LabelSet:

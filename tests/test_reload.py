@@ -204,3 +204,36 @@ def test_a_labels_directory_deleted_and_made_again_is_watched_again(directory_se
         await ws.close()
 
     asyncio.run(scenario())
+
+
+def test_a_kubernetes_configmap_volume_is_followed_through_every_update(settings, tmp_path):
+    """A ConfigMap volume: image.txt -> ..data/image.txt, ..data -> a timestamped directory, which each update
+    replaces (a new directory, ..data swapped to it by rename, the old one deleted)."""
+    volume = tmp_path / "configmap"
+    volume.mkdir()
+
+    def publish(generation: int, text: str) -> None:
+        folder = volume / f"..2026_11_24_{generation}"
+        folder.mkdir()
+        (folder / "image.txt").write_text(text)
+        os.symlink(folder.name, volume / "..data_tmp")
+        os.replace(volume / "..data_tmp", volume / "..data")
+        if generation > 1:
+            shutil.rmtree(volume / f"..2026_11_24_{generation - 1}")
+
+    publish(1, "zebra crossing\nfire hydrant\n")
+    os.symlink("..data/image.txt", volume / "image.txt")
+
+    async def scenario(running):
+        ws = await connect(running)
+        await stream_until(ws, lambda m: m["type"] == "result")
+        for generation, labels in ((2, {"red car", "blue car"}), (3, {"a cat", "a dog"})):
+            publish(generation, "\n".join(sorted(labels)) + "\n")
+            result, _, _ = await stream_until(
+                ws, lambda m, v=generation: m["type"] == "result" and m["labels_version"] == v
+            )
+            assert {t["label"] for t in result["top"]} == labels
+        await ws.close()
+
+    with live_server(replace(settings, image_labels=volume / "image.txt")) as running:
+        asyncio.run(scenario(running))
