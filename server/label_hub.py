@@ -16,12 +16,13 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
 from ray.exceptions import RayError
 from ray.serve.exceptions import RayServeException
 
@@ -117,7 +118,7 @@ class LabelHub:
         assert current is not None  # loaded in __init__
         if epoch == self.epoch:
             news = tuple(message for number, message in self.announced[modality] if number > seq)
-        elif epoch:
+        elif epoch:  # after _continue_versions: the version is above the follower's
             news = (protocol.labels_changed(modality, current.version, len(current.names)),)
         else:
             news = ()  # a follower's first state, at its start-up: its clients connect after it
@@ -137,10 +138,19 @@ class LabelHub:
         """A follower's long poll: answered at once if it missed something, else at the next change or after
         LONG_POLL_S. ``version`` is the one the follower holds now, for ``describe``."""
         self.holding.setdefault(follower, {})[modality] = version
+        if epoch and epoch != self.epoch:
+            self._continue_versions(modality, version)
         if epoch == self.epoch and seq >= self.seq[modality]:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed[modality].wait(), LONG_POLL_S)
         return self.state(modality, epoch, seq)
+
+    def _continue_versions(self, modality: Modality, held: int) -> None:
+        """A follower of an earlier hub holds ``held``: this hub's set (reloaded from the files at its start)
+        becomes the next version after it, so versions only grow for clients, across a hub's restart too."""
+        source = self.sources[modality]
+        if source.current is not None and source.current.version <= held:
+            source.current = replace(source.current, version=held + 1)
 
     async def write(self, modality: Modality, data: bytes) -> str | None:
         """Replace the label file; what is wrong with ``data`` when it is refused (a refusal is an answer here,
@@ -160,6 +170,7 @@ class LabelHub:
     def describe(self) -> dict[str, Any]:
         """The versions, and which each follower holds: for tests and status pages."""
         return {
+            "actor": ray.get_runtime_context().get_actor_name(),
             "epoch": self.epoch,
             "versions": {m: s.current.version for m, s in self.sources.items() if s.current is not None},
             "holding": self.holding,

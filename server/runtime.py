@@ -165,7 +165,8 @@ class Runtime:
             if modality == "audio":
                 # The audio buffers resample to the rate the model's feature extractor expects.
                 self.audio_rate = encoder.sample_rate or self.audio_rate
-            thread.call(warm_up, encoder, self._warm_up_input(modality))
+            if self.embedders is local_embedder:  # remote models (sensorium cluster) are warmed up where they run
+                thread.call(warm_up, encoder, self._warm_up_input(modality))
         log.info("models loaded and warmed up in %.1f s", time.perf_counter() - started)
 
     def label_files(

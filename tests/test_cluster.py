@@ -374,6 +374,36 @@ def test_a_label_edit_reaches_every_gateway_and_client_once_and_is_embedded_once
     assert new_prompts > 0 and encoded == new_prompts, (encoded, history[-1])
 
 
+def test_a_restarted_label_hub_carries_the_versions_on(ray_cluster: RunningCluster) -> None:
+    import ray
+
+    hub = _label_hub()
+    version = hub["versions"]["image"]
+
+    async def scenario() -> dict[str, Any]:
+        ws = await _connect(ray_cluster)
+        await asyncio.to_thread(ray.kill, ray.get_actor(hub["actor"], namespace="serve"), no_restart=True)
+        # The gateways keep the labels they hold: the stream is served while the hub is away.
+        await ws.send(frame(1, jpeg((30, 60, 90))))
+        result: dict[str, Any] = {}
+        news: dict[str, Any] = {}
+        while not (result and news):
+            message = await receive(ws, 90)
+            if message["type"] == "result":
+                result = message
+            elif message["type"] == "labels" and message["modality"] == "image":
+                news = message
+        assert result["top"], result
+        await ws.close()
+        return news
+
+    news = asyncio.run(scenario())
+    assert news["version"] == version + 1, news  # the next version, not the new hub's own first one
+    restarted = _label_hub()
+    assert restarted["epoch"] != hub["epoch"] and restarted["versions"]["image"] == version + 1, restarted
+    assert httpx.get(f"{ray_cluster.http}/health", timeout=10).json()["labels"]["image"]["version"] == version + 1
+
+
 def _inputs_lost(running: RunningCluster) -> float:
     return sum(running.metric("sensorium_inputs_lost_total", modality="image").values())
 
@@ -510,3 +540,25 @@ def test_cluster_flags_are_checked_and_config_file_args_read_as_flags() -> None:
     ):
         with pytest.raises(ValueError, match=re.escape(says)):
             options_from_args(build_parser().parse_args(["cluster", *bad]))
+
+
+def test_the_shipped_serve_config_and_rayservice_manifest_are_valid() -> None:
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from server.cli import build_parser
+    from server.cluster import options_from_args
+    from server.cluster_app import flags_from_args
+
+    manifests = list(yaml.safe_load_all((REPO / "deploy" / "kuberay" / "rayservice.yaml").read_text()))
+    service = next(doc for doc in manifests if doc["kind"] == "RayService")
+    configs = [
+        yaml.safe_load((REPO / "deploy" / "serve-config.yaml").read_text()),
+        yaml.safe_load(service["spec"]["serveConfigV2"]),
+    ]
+    for config in configs:
+        schema = ServeDeploySchema.model_validate(config)
+        assert schema.http_options.request_timeout_s is None  # any timeout would cut every WebSocket
+        (application,) = config["applications"]
+        assert application["import_path"] == "server.cluster_app:app_builder"
+        options_from_args(build_parser().parse_args(["cluster", *flags_from_args(application["args"])]))
