@@ -75,11 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         arch = [args.image_arch] if args.image_arch else []
         image = write_dev_models(scratch / "models", *arch)["image"]
         model = f"local-dir:{image}"
-        # Ray reserves CPUs for replicas; on a small box none is spare, so the replicas ask for none (they share).
-        cluster = ["--gateway-cpus", "0", "--encoder-cpus", "0", "--encoder-batch-wait-ms", "2"]
+        # Ray gives a replica as many torch threads as CPUs it reserves (OMP_NUM_THREADS): the encoders share the
+        # machine's cores between them, as `serve`'s one model has them all; the gateway reserves none.
+        cores = os.cpu_count() or 1
+        cluster = ["--gateway-cpus", "0", "--encoder-batch-wait-ms", "2"]
         runs = [measure("serve", model, [], scratch, "serve", args.seconds)]
         for replicas in (1, 2):
-            extra = [*cluster, "--image-replicas", str(replicas)]
+            extra = [*cluster, "--image-replicas", str(replicas), "--encoder-cpus", str(max(1, cores // replicas))]
             name = f"cluster, {replicas} replica{'s' if replicas > 1 else ''}"
             runs.append(measure("cluster", model, extra, scratch, name, args.seconds))
     serve, one_replica, two_replicas = runs

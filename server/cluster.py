@@ -80,7 +80,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ),
         ("image_gpus", float, "GPUs per image encoder replica; 0.5 puts two on a GPU (default %(default)s)"),
         ("audio_gpus", float, "GPUs per audio encoder replica (default %(default)s)"),
-        ("encoder_cpus", float, "CPUs Ray reserves per encoder replica (default %(default)s)"),
+        (
+            "encoder_cpus",
+            float,
+            "CPUs Ray reserves per encoder replica: also the torch threads of a CPU encoder (default %(default)s)",
+        ),
         ("gateway_cpus", float, "CPUs Ray reserves per gateway replica (default %(default)s)"),
         ("inflight_batches", int, "batches each gateway keeps in flight per model (default %(default)s)"),
         (
