@@ -134,15 +134,18 @@ class LabelHub:
             news,
         )
 
-    async def follow(self, modality: Modality, epoch: str, seq: int, follower: str, version: int) -> LabelState:
-        """A follower's long poll: answered at once if it missed something, else at the next change or after
-        LONG_POLL_S. ``version`` is the one the follower holds now, for ``describe``."""
+    async def follow(self, modality: Modality, epoch: str, seq: int, follower: str, version: int) -> LabelState | None:
+        """A follower's long poll: answered at once if it missed something, else at the next change, or with
+        None after LONG_POLL_S without one (a label set can be megabytes: it travels only when it changed).
+        ``version`` is the one the follower holds now, for ``describe``."""
         self.holding.setdefault(follower, {})[modality] = version
         if epoch and epoch != self.epoch:
             self._continue_versions(modality, version)
         if epoch == self.epoch and seq >= self.seq[modality]:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed[modality].wait(), LONG_POLL_S)
+            if seq >= self.seq[modality]:
+                return None
         return self.state(modality, epoch, seq)
 
     def _continue_versions(self, modality: Modality, held: int) -> None:
@@ -206,12 +209,14 @@ class HubLabelFeed:
             version = self.current.version if self.current else 0
             call = self.hub.follow.remote(self.modality, self._epoch, self._seq, self.follower, version)
             try:
-                state: LabelState = await call
+                state: LabelState | None = await call
             except (RayError, RayServeException) as exc:
                 # The hub is restarting (or its node is gone): keep the labels held, ask again shortly.
                 log.warning("%s labels: the label hub did not answer (%s); asking again", self.modality, exc)
                 await asyncio.sleep(1.0)
                 continue
+            if state is None:
+                continue  # nothing changed
             self._apply(state)
             for message in state.announcements:
                 self.announce(message)

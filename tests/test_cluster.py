@@ -489,6 +489,64 @@ def test_a_worker_node_removed_mid_stream_costs_only_its_inputs(ray_cluster: Run
     assert set(_image_replicas().values()) == {ray_cluster.workers[1].node_id}
 
 
+def test_gateways_that_die_close_their_connections_and_the_bundled_client_reconnects(
+    ray_cluster: RunningCluster,
+) -> None:
+    import ray
+
+    from clients.client import SensoriumClient
+
+    picture = jpeg((200, 120, 40))
+
+    async def scenario() -> Any:
+        client = SensoriumClient(ray_cluster.ws, connect_timeout=30, max_backoff=2.0)
+        await client.start()
+        draining = asyncio.create_task(_drain(client))
+        sent = 0
+
+        async def stream_for(seconds: float) -> None:
+            nonlocal sent
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                if await client.wait_for_slot("image", "door", 2, timeout=0.5) and await client.send_frame(
+                    picture, sent, stream="door"
+                ):
+                    sent += 1
+                else:
+                    await asyncio.sleep(0.1)
+
+        await stream_for(3.0)
+        assert client.ledger.results > 0
+        # Every gateway replica dies, so the one holding this connection does: its WebSockets close with it.
+        gateways = [a for a in ray.util.list_named_actors(all_namespaces=True) if "#Gateway#" in a["name"]]
+        assert len(gateways) == GATEWAYS, gateways
+        for actor in gateways:
+            ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
+        assert await client.wait_until(lambda: client.ledger.reconnects >= 1, timeout=120), "no reconnect"
+        after = client.ledger.results
+        await stream_for(4.0)
+        assert await client.wait_until(lambda: client.ledger.results > after, timeout=60), "no result after it"
+        ledger = client.ledger
+        # Every input is accounted for: answered, dropped, refused, or lost with the connection (the client counts it).
+        assert await client.wait_until(
+            lambda: ledger.sent == ledger.results + ledger.dropped + ledger.errors + ledger.lost, timeout=60
+        ), ledger
+        await client.close()
+        await draining
+        return client.ledger
+
+    ledger = asyncio.run(scenario())
+    print(
+        f"gateways killed: sent {ledger.sent}, results {ledger.results}, dropped {ledger.dropped}, lost {ledger.lost}"
+    )
+    assert ledger.reconnects >= 1
+
+
+async def _drain(client: Any) -> None:
+    async for _ in client.events():
+        pass
+
+
 def test_gateway_settings_keep_the_gateways_own_models_on_its_cpu() -> None:
     from server.cluster import gateway_settings
 
