@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -168,6 +169,32 @@ def absolute_paths(settings: Settings) -> Settings:
     )
 
 
+def resources_asked(settings: Settings, options: ClusterOptions) -> tuple[float, float]:
+    """The CPUs and GPUs the application reserves at its start: gateways, encoder replicas (the label hub none)."""
+    encoders = [
+        (options.image_replicas, options.image_gpus) if settings.serves_image else (0, 0.0),
+        (options.audio_replicas, options.audio_gpus) if settings.serves_audio else (0, 0.0),
+    ]
+    cpus = options.gateways * options.gateway_cpus + sum(n for n, _ in encoders) * options.encoder_cpus
+    return cpus, sum(n * share for n, share in encoders)
+
+
+def resource_shortfall(cpus: float, gpus: float, available: dict[str, float]) -> str | None:
+    """What the cluster lacks for the application's replicas, in words with the flags that change it; None if
+    it has room."""
+    if gpus > available.get("GPU", 0.0):
+        return (
+            f"the encoder replicas ask for {gpus:g} GPUs and the cluster has {available.get('GPU', 0.0):g}: lower "
+            "--image-gpus/--audio-gpus (0 runs the encoders on CPUs; 0.5 puts two replicas on a GPU) or the replicas"
+        )
+    if cpus > available.get("CPU", 0.0):
+        return (
+            f"the replicas reserve {cpus:g} CPUs and the cluster has {available.get('CPU', 0.0):g}: lower "
+            "--encoder-cpus/--gateway-cpus (fractions are fine) or the replica counts"
+        )
+    return None
+
+
 def run(settings: Settings, args: argparse.Namespace) -> int:
     # Before Ray is imported: it reports usage statistics unless told not to, in the process that starts it.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -191,7 +218,23 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
     from .cluster_app import build_app
 
-    ray.init(address=args.address, include_dashboard=False if args.address is None else None, namespace="serve")
+    cpus, gpus = resources_asked(settings, options)
+    if args.address is None:
+        # A local instance counts the machine's cores; the replicas' reservations are scheduling tokens, so it
+        # counts as many as they ask for rather than leave one pending forever (they share the cores).
+        cores = os.cpu_count() or 1
+        if cpus > cores:
+            log.warning("the replicas reserve %g CPUs and this machine has %d: they share its cores", cpus, cores)
+        ray.init(num_cpus=max(cores, math.ceil(cpus)), include_dashboard=False, namespace="serve")
+    else:
+        ray.init(address=args.address, namespace="serve")
+    shortfall = resource_shortfall(cpus, gpus, ray.cluster_resources())
+    if shortfall and args.address is None:
+        ray.shutdown()
+        print(f"sensorium: cannot start: {shortfall}", file=sys.stderr)
+        return 2
+    if shortfall:  # a cluster may yet grow (an autoscaler, nodes joining): the replicas wait for it
+        log.warning("%s; the replicas that do not fit wait until the cluster has room", shortfall)
     try:
         start_serve(settings, args.proxy_location)
         serve.run(build_app(settings, options), name=APP_NAME, route_prefix="/")

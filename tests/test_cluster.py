@@ -620,3 +620,14 @@ def test_the_shipped_serve_config_and_rayservice_manifest_are_valid() -> None:
         (application,) = config["applications"]
         assert application["import_path"] == "server.cluster_app:app_builder"
         options_from_args(build_parser().parse_args(["cluster", *flags_from_args(application["args"])]))
+
+
+def test_the_resources_asked_are_checked_against_the_cluster() -> None:
+    from server.cluster import resource_shortfall, resources_asked
+
+    defaults = ClusterOptions()
+    assert resources_asked(Settings(), defaults) == (3.0, 0.0)  # a gateway and two encoders, one CPU each
+    assert resources_asked(Settings(no_audio=True), replace(defaults, image_replicas=2, image_gpus=0.5)) == (3.0, 1.0)
+    assert resource_shortfall(3.0, 0.0, {"CPU": 4.0}) is None
+    assert "reserve 3 CPUs and the cluster has 2" in (resource_shortfall(3.0, 0.0, {"CPU": 2.0}) or "")
+    assert "--image-gpus" in (resource_shortfall(1.0, 1.0, {"CPU": 8.0}) or "")
