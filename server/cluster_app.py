@@ -35,12 +35,6 @@ from .settings import Settings
 log = logging.getLogger("sensorium.cluster")
 
 
-def _sample(modality: Modality, encoder: Encoder) -> Any:
-    if modality == "image":
-        return np.full((240, 320, 3), 127, dtype=np.uint8)
-    return np.zeros(encoder.sample_rate or 48_000, dtype=np.float32)
-
-
 def _calls_size(calls: list[EncoderCall]) -> int:
     return sum(len(call.inputs) for call in calls)
 
@@ -57,7 +51,7 @@ class EncoderDeployment:
         self.min_batch_s = min_batch_s
         self.thread = ModelThread(modality)  # server/inference.py: why one thread calls the model
         self.encoder = self.thread.call(build_encoder, spec)
-        self.thread.call(warm_up, self.encoder, _sample(modality, self.encoder))
+        self.thread.call(warm_up, self.encoder)
         self.local = LocalEmbedder(self.encoder, self.thread)
         self.node = ray.get_runtime_context().get_node_id()
         self.batch_sizes: Counter[int] = Counter()

@@ -94,8 +94,13 @@ class LocalEmbedder:
         self.thread.close()
 
 
-def warm_up(encoder: Encoder, sample: Any) -> None:
-    """One forward pass, so the first client does not pay for lazy initialisation."""
+def warm_up(encoder: Encoder) -> None:
+    """One forward pass on a plain input (a grey frame, a second of silence), so the first client does not pay
+    for lazy initialisation."""
+    if encoder.modality == "image":
+        sample: Any = np.full((240, 320, 3), 127, dtype=np.uint8)
+    else:
+        sample = np.zeros(encoder.sample_rate or 48_000, dtype=np.float32)
     embedding = encoder.encode(encoder.prepare([sample]))
     if not np.isfinite(embedding).all():
         raise RuntimeError(f"{encoder.modality} model produced non-finite output on warm-up")

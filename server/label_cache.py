@@ -38,6 +38,11 @@ class EmbeddingCache:
     cannot grow the disk or make every request rewrite the file.
     """
 
+    @classmethod
+    def at(cls, folder: str) -> EmbeddingCache:
+        """The cache ``--label-cache`` names: that folder, or memory only for ''."""
+        return cls(Path(folder).expanduser() if folder else None)
+
     def __init__(self, folder: Path | None = None, transient_limit: int = 10_000, kept_limit: int = 100_000) -> None:
         self.folder = folder
         self.transient_limit = transient_limit

@@ -29,8 +29,7 @@ from ray.serve.exceptions import RayServeException
 from . import protocol
 from .label_cache import EmbeddingCache
 from .labels import LabelFileError
-from .labelsets import LabelLimits, LabelSet, LabelSource
-from .preflight import find_label_file
+from .labelsets import LabelSet, LabelSource, configured_source
 from .protocol import Modality
 from .settings import Settings
 
@@ -81,21 +80,11 @@ class LabelHub:
         self.changed: dict[Modality, asyncio.Event] = {}
         self.holding: dict[str, dict[str, int]] = {}  # gateway replica -> modality -> the version it holds
         self.stop = asyncio.Event()
-        cache = EmbeddingCache(Path(settings.label_cache).expanduser() if settings.label_cache else None)
+        cache = EmbeddingCache.at(settings.label_cache)
         for modality, handle in encoders.items():
             identity = (await handle.describe.remote())["identity"]
-            if kept := cache.load(identity):
-                log.info("%s: %d prompt embeddings from the label cache", modality, kept)
-            configured = settings.image_labels if modality == "image" else settings.audio_labels
-            source = LabelSource(
-                modality,
-                find_label_file(configured, f"{modality}.txt"),
-                RemoteTextTower(handle, identity),
-                cache,
-                partial(self._announce, modality),
-                settings.reload_debounce_ms,
-                limits=LabelLimits(settings.max_labels, settings.max_label_file_bytes),
-            )
+            tower = RemoteTextTower(handle, identity)
+            source = configured_source(settings, modality, tower, cache, partial(self._announce, modality))
             await asyncio.to_thread(source.load_now)
             self.sources[modality] = source
             self.seq[modality] = 0

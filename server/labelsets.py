@@ -30,7 +30,9 @@ from .labels import (
     parse_label_text,
 )
 from .metrics import Metrics
+from .preflight import find_label_file
 from .protocol import Modality
+from .settings import Settings
 from .timing import ms_since
 
 log = logging.getLogger("sensorium.labels")
@@ -337,6 +339,34 @@ class LabelSource:
             thresholds=tuple(label.thresholds for label in parsed.labels),
             group_thresholds=dict(parsed.group_thresholds),
         )
+
+
+def configured_source(
+    settings: Settings,
+    modality: Modality,
+    encoder: TextTower,
+    cache: EmbeddingCache,
+    announce: Callable[[dict[str, Any]], None],
+    *,
+    metrics: Metrics | None = None,
+    model_thread: ModelThread | None = None,
+) -> LabelSource:
+    """The modality's label file or directory as the settings name it, embedded by ``encoder`` through ``cache``
+    (its prompts kept from earlier runs loaded first): ``sensorium serve``'s labels, and the cluster's label hub's."""
+    if kept := cache.load(encoder.identity):
+        log.info("%s: %d prompt embeddings from the label cache", modality, kept)
+    configured = settings.image_labels if modality == "image" else settings.audio_labels
+    return LabelSource(
+        modality,
+        find_label_file(configured, f"{modality}.txt"),
+        encoder,
+        cache,
+        announce,
+        settings.reload_debounce_ms,
+        limits=LabelLimits(settings.max_labels, settings.max_label_file_bytes),
+        metrics=metrics,
+        model_thread=model_thread,
+    )
 
 
 def label_files(folder: Path) -> list[Path]:

@@ -10,8 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from . import __version__
 from .encoders import Encoder, build_encoder, model_specs
 from .errors import CloseCode
@@ -19,10 +17,9 @@ from .eventlog import EventLog
 from .hub import ModelUnavailable
 from .inference import Embedder, LocalEmbedder, ModelThread, warm_up
 from .labels import LabelFileError
-from .labelsets import EmbeddingCache, LabelLimits, LabelSet, LabelSource, LiveLabels
+from .labelsets import EmbeddingCache, LabelSet, LabelSource, LiveLabels, configured_source
 from .metrics import Metrics
 from .outputs import EventOutput, build_outputs
-from .preflight import find_label_file
 from .protocol import Modality
 from .registry import Registry
 from .session import Serving, SessionContext
@@ -87,7 +84,7 @@ class Runtime:
             self.outputs.append(self.event_log)
         self.watch = Watch(self.metrics, self.outputs)
         self.metrics.watch_connections(lambda: len(self.sessions))
-        self.cache = EmbeddingCache(Path(settings.label_cache).expanduser() if settings.label_cache else None)
+        self.cache = EmbeddingCache.at(settings.label_cache)
         self.audio_rate = 48_000
         self.image_side: int | None = None  # the image model's input side, for reduced-scale JPEG decoding
         self.started = time.monotonic()
@@ -166,26 +163,15 @@ class Runtime:
                 # The audio buffers resample to the rate the model's feature extractor expects.
                 self.audio_rate = encoder.sample_rate or self.audio_rate
             if self.embedders is local_embedder:  # remote models (sensorium cluster) are warmed up where they run
-                thread.call(warm_up, encoder, self._warm_up_input(modality))
+                thread.call(warm_up, encoder)
         log.info("models loaded and warmed up in %.1f s", time.perf_counter() - started)
 
     def label_files(
         self, modality: Modality, encoder: Encoder, thread: ModelThread, announce: Callable[[dict[str, Any]], None]
     ) -> LabelSource:
         """The default label source: the modality's label file or directory, embedded by this model."""
-        if kept := self.cache.load(encoder.identity):
-            log.info("%s: %d prompt embeddings from the label cache", modality, kept)
-        configured = self.settings.image_labels if modality == "image" else self.settings.audio_labels
-        return LabelSource(
-            modality,
-            find_label_file(configured, f"{modality}.txt"),
-            encoder,
-            self.cache,
-            announce,
-            self.settings.reload_debounce_ms,
-            limits=LabelLimits(self.settings.max_labels, self.settings.max_label_file_bytes),
-            metrics=self.metrics,
-            model_thread=thread,
+        return configured_source(
+            self.settings, modality, encoder, self.cache, announce, metrics=self.metrics, model_thread=thread
         )
 
     def _label_set(self, modality: Modality) -> LabelSet | None:
@@ -198,11 +184,6 @@ class Runtime:
         label_set = self._label_set(message["modality"]) if message["type"] == "labels" else None
         if label_set is not None:
             self.watch.relabelled(label_set)
-
-    def _warm_up_input(self, modality: Modality) -> Any:
-        if modality == "image":
-            return np.full((240, 320, 3), 127, dtype=np.uint8)
-        return np.zeros(self.audio_rate, dtype=np.float32)
 
     def _fail(self, message: str) -> None:
         self.state = "failed"
